@@ -1,0 +1,1 @@
+"""Sub-commands of ``lesionseg``, one module each (discovered by :mod:`lesionseg.cli.main`)."""

@@ -1,0 +1,1 @@
+"""Data sets, subjects, NIfTI I/O and input validation."""
