@@ -1,5 +1,4 @@
-"""Data sets: a list of subjects, each with named image channels, an optional label map
-and an optional brain mask.
+"""Data sets: lists of subjects with named image channels, label map and brain mask.
 
 Three sources are read, all into the same :class:`Dataset`:
 
@@ -157,7 +156,9 @@ def load_msd(root: str | Path) -> Dataset:
         ("train", "imagesTr", "labelsTr", "masksTr"),
         ("test", "imagesTs", "labelsTs", "masksTs"),
     ):
-        subjects += _scan_split(root, split, images_dir, labels_dir, masks_dir, channel_names, ending)
+        subjects += _scan_split(
+            root, split, images_dir, labels_dir, masks_dir, channel_names, ending
+        )
     if not subjects:
         raise LesionsegError("no cases found in imagesTr or imagesTs", root)
     expected = spec.get("numTraining")
@@ -320,7 +321,8 @@ def subject_from_files(
         if key in channels:
             raise LesionsegError(f"channel {key!r} given twice", value)
         channels[key] = Path(value)
-    sid = subject_id or re.sub(r"_\d{4}$", "", strip_nifti_suffix(Path(next(iter(channels.values()))).name))
+    first = Path(next(iter(channels.values())))
+    sid = subject_id or re.sub(r"_\d{4}$", "", strip_nifti_suffix(first.name))
     return Subject(sid, channels, split="test")
 
 
