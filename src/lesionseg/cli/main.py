@@ -53,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
             description=getattr(module, "DESCRIPTION", module.HELP),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        command_parser.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+        command_parser.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
         module.add_arguments(command_parser)
         command_parser.set_defaults(_run=module.run)
     return parser

@@ -142,7 +142,8 @@ def load_nifti(
     try:
         image = nib.load(str(path))
     except Exception as err:  # nibabel raises many types for bad files
-        raise LesionsegError(f"cannot read as NIfTI ({type(err).__name__}: {err})", path) from None
+        detail = str(err).replace(f'"{path}"', "it").replace(str(path), "it")
+        raise LesionsegError(f"cannot read as NIfTI ({detail})", path) from None
     if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
         raise LesionsegError(f"not a NIfTI-1/2 image ({type(image).__name__})", path)
     shape = image.shape

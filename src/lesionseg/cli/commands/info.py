@@ -1,0 +1,36 @@
+"""``lesionseg info``: describe a NIfTI file or a data set."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lesionseg.data.dataset import load_dataset
+from lesionseg.data.nifti import is_nifti_path
+from lesionseg.data.summary import describe_dataset, describe_volume
+
+NAME = "info"
+ORDER = 10
+HELP = "shape, spacing, orientation, channels, labels and lesions of a file or data set"
+DESCRIPTION = """Describe a NIfTI file (geometry; label counts, lesion volume in ml and number of
+connected lesions for a label map) or a data set (channels, labels, one row per subject).
+
+example:
+  lesionseg info data/ms
+  lesionseg info data/ms/labelsTr/ms_000.nii.gz"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``lesionseg info``."""
+    parser.add_argument("source", help="a .nii/.nii.gz file, a data set folder or a CSV manifest")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the description."""
+    source = Path(args.source)
+    if is_nifti_path(source) or (source.is_file() and source.suffix not in (".csv", ".tsv")):
+        lines = describe_volume(source)
+    else:
+        lines = describe_dataset(load_dataset(source))
+    print("\n".join(lines))
+    return 0

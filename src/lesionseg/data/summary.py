@@ -1,0 +1,110 @@
+"""Summaries of images, label maps and data sets (what ``lesionseg info`` prints)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cc3d
+import numpy as np
+
+from lesionseg.data.dataset import Dataset
+from lesionseg.data.nifti import Volume, load_nifti
+
+#: Integer images with at most this many distinct values are summarised as label maps.
+MAX_LABEL_VALUES = 32
+
+
+@dataclass
+class LabelSummary:
+    """Voxel counts per label and lesion statistics of a label map.
+
+    Attributes:
+        counts: Label value → number of voxels.
+        lesion_volume_ml: Volume of all non-zero voxels in ml.
+        lesions: Number of connected lesions (non-zero voxels, 26-connectivity).
+    """
+
+    counts: dict[int, int]
+    lesion_volume_ml: float
+    lesions: int
+
+
+def looks_like_labels(data: np.ndarray) -> bool:
+    """True for integer-valued arrays with few distinct non-negative values."""
+    if np.issubdtype(data.dtype, np.floating) and not np.all(np.mod(data, 1) == 0):
+        return False
+    values = np.unique(data)
+    return len(values) <= MAX_LABEL_VALUES and values.min() >= 0
+
+
+def summarize_labels(volume: Volume, connectivity: int = 26) -> LabelSummary:
+    """Counts per label, lesion volume (ml) and number of connected lesions."""
+    data = np.rint(volume.data).astype(np.int64)
+    values, counts = np.unique(data, return_counts=True)
+    foreground = data > 0
+    lesions = int(cc3d.connected_components(foreground, connectivity=connectivity).max())
+    volume_ml = float(foreground.sum()) * volume.grid.voxel_volume_ml()
+    return LabelSummary(dict(zip(values.tolist(), counts.tolist())), volume_ml, lesions)
+
+
+def describe_volume(path: str | Path) -> list[str]:
+    """Lines describing one NIfTI file: geometry, intensities or labels."""
+    volume = load_nifti(path, dtype=None, allow_nonfinite=True)
+    grid = volume.grid
+    spacing = " × ".join(f"{s:.3g}" for s in grid.spacing)
+    lines = [
+        f"file:         {volume.path}",
+        f"shape:        {' × '.join(map(str, grid.shape))}",
+        f"spacing:      {spacing} mm",
+        f"orientation:  {grid.orientation} (qform code {int(grid.header['qform_code'])}, "
+        f"sform code {int(grid.header['sform_code'])})",
+        f"data type:    {volume.data.dtype}",
+    ]
+    data = volume.data
+    finite = np.isfinite(data)
+    if not finite.all():
+        lines.append(f"non-finite:   {int((~finite).sum())} voxels (NaN/Inf)")
+    if looks_like_labels(data[finite]):
+        summary = summarize_labels(Volume(np.where(finite, data, 0), grid))
+        counts = ", ".join(f"{k}: {v}" for k, v in summary.counts.items())
+        lines += [
+            f"labels:       {counts}",
+            f"lesion volume: {summary.lesion_volume_ml:.3f} ml",
+            f"lesions:      {summary.lesions} connected (26-connectivity)",
+        ]
+    else:
+        values = data[finite]
+        nonzero = 100 * np.count_nonzero(values) / values.size
+        lines.append(
+            f"intensities:  min {values.min():.4g}, max {values.max():.4g}, "
+            f"mean {values.mean():.4g}, non-zero {nonzero:.1f}%"
+        )
+    return lines
+
+
+def describe_dataset(dataset: Dataset) -> list[str]:
+    """Lines describing a data set: channels, labels, splits and one row per subject."""
+    lines = [
+        f"data set:     {dataset.name} ({dataset.root})",
+        f"channels:     {', '.join(dataset.channel_names)}",
+        f"labels:       {', '.join(f'{k}={v}' for k, v in dataset.labels.items())}",
+        f"subjects:     {len(dataset.split('train'))} train, {len(dataset.split('test'))} test",
+        "",
+        f"{'subject':<20} {'split':<6} {'shape':<16} {'spacing (mm)':<18} {'orient':<6} "
+        f"{'lesion ml':>10} {'lesions':>8}",
+    ]
+    for subject in dataset.subjects:
+        image = load_nifti(next(iter(subject.channels.values())), dtype=None)
+        grid = image.grid
+        volume_ml, lesions = "-", "-"
+        if subject.label is not None:
+            summary = summarize_labels(load_nifti(subject.label, dtype=None))
+            volume_ml, lesions = f"{summary.lesion_volume_ml:.2f}", str(summary.lesions)
+        shape = "×".join(map(str, grid.shape))
+        spacing = "×".join(f"{s:.3g}" for s in grid.spacing)
+        lines.append(
+            f"{subject.id:<20} {subject.split:<6} {shape:<16} {spacing:<18} "
+            f"{grid.orientation:<6} {volume_ml:>10} {lesions:>8}"
+        )
+    return lines

@@ -1,0 +1,79 @@
+import numpy as np
+import pytest
+
+from lesionseg.cli.main import main
+from lesionseg.data.dataset import load_dataset, subject_from_files
+from lesionseg.errors import LesionsegError
+from lesionseg.preprocess import open_cache, preprocess_dataset
+
+
+def test_msd_and_csv_load_the_same_subjects(msd_dataset, csv_manifest):
+    a = load_dataset(msd_dataset)
+    b = load_dataset(csv_manifest)
+    assert a.channel_names == b.channel_names == ["T1", "FLAIR"]
+    assert a.labels == b.labels == {0: "background", 1: "lesion"}
+    assert [(s.id, s.split) for s in a] == [(s.id, s.split) for s in b]
+    for sa, sb in zip(a, b):
+        assert {k: v.resolve() for k, v in sa.channels.items()} == {
+            k: v.resolve() for k, v in sb.channels.items()
+        }
+        assert (sa.label and sa.label.resolve()) == (sb.label and sb.label.resolve())
+
+
+def test_manifest_errors(tmp_path):
+    bad = tmp_path / "m.csv"
+    bad.write_text("id,T1\nx,a.nii.gz\n")
+    with pytest.raises(LesionsegError, match="'subject' column"):
+        load_dataset(bad)
+    bad.write_text("subject,T1\nx,a.nii.gz\nx,b.nii.gz\n")
+    with pytest.raises(LesionsegError, match="appears twice"):
+        load_dataset(bad)
+
+
+def test_subject_from_files_names_channels(tmp_path):
+    s = subject_from_files(["t1.nii.gz", "flair.nii.gz"], ["T1", "FLAIR"])
+    assert list(s.channels) == ["T1", "FLAIR"] and s.id == "t1"
+    s = subject_from_files(["FLAIR=f.nii.gz", "T1=t.nii.gz"])
+    assert s.channels["T1"].name == "t.nii.gz"
+
+
+def test_cache_is_memory_mapped_and_skips_unchanged(msd_dataset, tmp_path):
+    ds = load_dataset(msd_dataset)
+    cache = preprocess_dataset(ds, tmp_path / "cache", progress=False)
+    assert cache.newly_written == 3
+    subject = cache.subject("case_000")
+    assert isinstance(subject.image, np.memmap) and subject.image.shape[0] == 2
+    assert subject.label is not None and cache.subject("case_002").label is None
+    again = preprocess_dataset(ds, tmp_path / "cache", progress=False)
+    assert again.newly_written == 0
+    # touching an input re-processes that subject only
+    path = ds.subjects[1].channels["T1"]
+    path.write_bytes(path.read_bytes())
+    import os
+
+    os.utime(path, ns=(1, 1))
+    third = preprocess_dataset(ds, tmp_path / "cache", progress=False)
+    assert third.newly_written == 1
+    reopened = open_cache(tmp_path / "cache")
+    np.testing.assert_array_equal(reopened.subject("case_000").mask, subject.mask)
+
+
+def test_info_on_file_and_dataset(msd_dataset, capsys):
+    assert main(["info", str(msd_dataset / "labelsTr" / "case_000.nii.gz")]) == 0
+    out = capsys.readouterr().out
+    assert "lesions:      1 connected" in out and "lesion volume" in out
+    assert main(["info", str(msd_dataset)]) == 0
+    out = capsys.readouterr().out
+    assert "channels:     T1, FLAIR" in out and "case_002" in out and "2 train, 1 test" in out
+    assert main(["info", str(msd_dataset / "imagesTr" / "case_000_0000.nii.gz")]) == 0
+    assert "intensities" in capsys.readouterr().out
+
+
+def test_every_command_has_help(capsys):
+    from lesionseg.cli.main import _command_modules
+
+    for module in _command_modules():
+        with pytest.raises(SystemExit) as exit_info:
+            main([module.NAME, "--help"])
+        assert exit_info.value.code == 0
+        assert "usage: lesionseg " + module.NAME in capsys.readouterr().out
