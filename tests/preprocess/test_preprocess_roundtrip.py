@@ -19,11 +19,17 @@ def make_subject(tmp_path, affine, shape=(20, 24, 16)):
     return Subject("s", {"T1": t1, "FLAIR": flair}, label=lab), images, label
 
 
-@pytest.mark.parametrize("spacing", [None, (1.0, 1.0, 1.0), (0.7, 0.7, None)])
-def test_round_trip_returns_on_the_input_grid(tmp_path, spacing):
+@pytest.mark.parametrize(
+    "spacing,shape",
+    [(None, None), ((1.0, 1.0, 1.0), None), ((0.7, 0.7, None), None), (None, (32, 32, None))],
+)
+def test_round_trip_returns_on_the_input_grid(tmp_path, spacing, shape):
     affine = oblique_lps_affine()
     subject, images, label = make_subject(tmp_path, affine)
-    pre = preprocess_subject(subject, ["T1", "FLAIR"], PreprocessConfig(target_spacing=spacing))
+    config = PreprocessConfig(target_spacing=spacing, target_shape=shape)
+    pre = preprocess_subject(subject, ["T1", "FLAIR"], config)
+    if shape is not None:
+        assert pre.image.shape[1:3] == (32, 32)
     assert pre.image.shape[0] == 2 and pre.image.dtype == np.float32
     # z-scored inside the brain
     inside = pre.mask.astype(bool)
@@ -39,7 +45,7 @@ def test_round_trip_returns_on_the_input_grid(tmp_path, spacing):
     img = nib.load(str(out))
     np.testing.assert_allclose(img.affine, affine, atol=1e-5)
     assert int(img.header["qform_code"]) == 1 and int(img.header["sform_code"]) == 2
-    if spacing is None:
+    if spacing is None and shape is None:
         np.testing.assert_array_equal(back_label, label)  # exact when nothing is resampled
     else:
         dice = 2 * (back_label & label).sum() / (back_label.sum() + label.sum())

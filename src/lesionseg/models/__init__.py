@@ -11,3 +11,6 @@ from lesionseg.registry import Registry
 MODELS: Registry = Registry("model")
 
 __all__ = ["MODELS", "ModelGeometry"]
+
+# Register the architectures (import after MODELS exists; each module registers itself).
+from lesionseg.models import dunet, unet  # noqa: E402, F401

@@ -38,6 +38,10 @@ class PreprocessConfig:
             (RAS) array; None entries keep that axis (in-plane resampling for thick
             slices: ``(1.0, 1.0, None)``); None keeps the input spacing.
         crop_margin: Voxels kept around the brain's bounding box.
+        target_shape: Size to resize the cropped volume to, per axis (None entries keep
+            that axis), e.g. ``(192, 192, None)`` for 2D networks of a fixed in-plane size
+            (D-UNet): the brain box is stretched to the network size, and outputs are
+            resized back. Applied after ``target_spacing``.
         n4: Apply N4 bias-field correction.
         normalize: ``"zscore"`` (per channel over the brain mask) or ``"none"``.
         mask_from: ``"nonzero"`` (union of non-zero voxels of all channels) when no mask file.
@@ -45,6 +49,7 @@ class PreprocessConfig:
 
     target_spacing: tuple[float | None, float | None, float | None] | None = None
     crop_margin: int = 4
+    target_shape: tuple[int | None, int | None, int | None] | None = None
     n4: bool = False
     normalize: str = "zscore"
     mask_from: str = "nonzero"
@@ -66,6 +71,11 @@ class PreprocessConfig:
             if len(spacing) != 3:
                 raise LesionsegError("preprocess.target_spacing needs 3 values (or one)")
             data["target_spacing"] = tuple(None if s is None else float(s) for s in spacing)
+        shape = data.get("target_shape")
+        if shape is not None:
+            if len(shape) != 3 or any(s is not None and int(s) < 1 for s in shape):
+                raise LesionsegError("preprocess.target_shape needs 3 positive sizes (or null)")
+            data["target_shape"] = tuple(None if s is None else int(s) for s in shape)
         if data.get("normalize", "zscore") not in ("zscore", "none"):
             raise LesionsegError("preprocess.normalize must be 'zscore' or 'none'")
         return cls(**data)
@@ -73,8 +83,9 @@ class PreprocessConfig:
     def to_dict(self) -> dict:
         """Plain dict for JSON/YAML."""
         data = asdict(self)
-        if data["target_spacing"] is not None:
-            data["target_spacing"] = list(data["target_spacing"])
+        for key in ("target_spacing", "target_shape"):
+            if data[key] is not None:
+                data[key] = list(data[key])
         return data
 
 
@@ -187,8 +198,12 @@ def preprocess_subject(
 
     out_shape = cropped_shape
     affine = crop_affine
-    if config.target_spacing is not None:
-        out_shape = resampled_shape(cropped_shape, spacing, config.target_spacing)
+    if config.target_spacing is not None or config.target_shape is not None:
+        out_shape = cropped_shape
+        if config.target_spacing is not None:
+            out_shape = resampled_shape(cropped_shape, spacing, config.target_spacing)
+        if config.target_shape is not None:
+            out_shape = tuple(o if t is None else t for o, t in zip(out_shape, config.target_shape))
         image = resample_to_shape(image, out_shape, order=1)
         mask = resample_to_shape(mask.astype(np.uint8), out_shape, order=0).astype(bool)
         label = None if label is None else resample_to_shape(label, out_shape, order=0)
