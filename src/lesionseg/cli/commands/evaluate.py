@@ -1,0 +1,186 @@
+"""``lesionseg evaluate``: compare predicted label maps with references."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from lesionseg.errors import LesionsegError
+from lesionseg.evaluation.api import evaluate
+from lesionseg.evaluation.lesionwise import PRESETS
+from lesionseg.evaluation.outputs import check_outputs, summary_markdown, write_outputs
+from lesionseg.evaluation.regions import REGION_SCHEMES
+from lesionseg.evaluation.surface import HD95_VARIANTS
+
+NAME = "evaluate"
+ORDER = 60
+HELP = "metrics of predictions against reference labels (voxel, surface, lesion-wise)"
+DESCRIPTION = """Compare predicted label maps with reference label maps: Dice, precision,
+sensitivity, specificity, volumes, Hausdorff/HD95/ASSD in mm, lesion-wise counts and
+scores with the rules of a named challenge tool (--preset), global Dice, mean (SD)
+summaries, a Dice box plot for several methods and paired tests (--compare).
+
+Predictions: a folder of <case>_seg.nii.gz or <case>.nii.gz files, or files; give
+--pred once per method, optionally named NAME=FOLDER. References: a folder, files,
+or a data set (folder with dataset.json, or a CSV manifest with a label column).
+
+examples:
+  lesionseg evaluate --pred out/deepmedic --ref data/brats --regions brats -o eval
+  lesionseg evaluate --pred A=out/a --pred B=out/b --ref labels/ --compare A B -o eval
+  lesionseg evaluate --pred out/ --ref data/isles --preset isles22 msseg edd --groups"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``lesionseg evaluate``."""
+    parser.add_argument(
+        "--pred",
+        action="append",
+        nargs="+",
+        required=True,
+        metavar="[NAME=]PATH",
+        help="prediction folder or files of one method (repeat per method)",
+    )
+    parser.add_argument(
+        "--ref",
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help="reference folder, files, or data set",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        help="folder for cases.csv, summary.md/.csv, "
+        "evaluation.json and dice_boxplot.png (default: print only)",
+    )
+    parser.add_argument(
+        "--labels",
+        nargs="+",
+        type=int,
+        metavar="V",
+        help="label values to evaluate one by one (default: all present)",
+    )
+    parser.add_argument(
+        "--regions",
+        choices=sorted(REGION_SCHEMES),
+        help="merged regions: brats = whole 1-4, core 1,3,4, enhancing 4",
+    )
+    parser.add_argument(
+        "--preset",
+        nargs="+",
+        default=["isles22"],
+        metavar="NAME",
+        help=f"lesion-wise presets, or 'all' or 'none' (known: "
+        f"{', '.join(PRESETS.names())}; default isles22)",
+    )
+    parser.add_argument(
+        "--connectivity",
+        type=int,
+        choices=(6, 18, 26),
+        help="override the presets' connected-component connectivity",
+    )
+    parser.add_argument(
+        "--hd95",
+        choices=HD95_VARIANTS,
+        default="monai",
+        help="HD95 definition (default monai; see docs/metrics.md)",
+    )
+    parser.add_argument(
+        "--no-surface", action="store_true", help="skip surface distances (Hausdorff, HD95, ASSD)"
+    )
+    parser.add_argument(
+        "--empty-distance",
+        type=float,
+        default=math.nan,
+        metavar="MM",
+        help="distance when exactly one mask is empty (default: undefined, "
+        "left out of means; BraTS uses 374)",
+    )
+    parser.add_argument(
+        "--groups",
+        action="store_true",
+        help="also summarise small- and large-lesion subjects (EDD split)",
+    )
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A", "B"),
+        help="paired t-test and Wilcoxon test between methods A and B",
+    )
+    parser.add_argument(
+        "--compare-metric",
+        default="dice",
+        metavar="METRIC",
+        help="metric for --compare (default dice)",
+    )
+    parser.add_argument(
+        "--resample",
+        action="store_true",
+        help="resample predictions on another grid onto the reference (nearest neighbour)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _prediction_sources(groups: list[list[str]]) -> dict[str, list[str]]:
+    sources: dict[str, list[str]] = {}
+    for index, items in enumerate(groups):
+        first = items[0]
+        if "=" in first and not Path(first).exists():
+            name, first = first.split("=", 1)
+            if not name:
+                raise LesionsegError(f"--pred {items[0]!r}: empty method name before '='")
+        elif len(items) == 1 and Path(first).is_dir():
+            name = Path(first).resolve().name
+        else:
+            name = f"prediction{index + 1}" if len(groups) > 1 else "prediction"
+        base, n = name, 2
+        while name in sources:
+            name, n = f"{base}_{n}", n + 1
+        sources[name] = [first, *items[1:]]
+    return sources
+
+
+def _presets(names: list[str]) -> list[str]:
+    if names == ["none"]:
+        return []
+    if "all" in names:
+        return PRESETS.names()
+    for name in names:
+        PRESETS.get(name)  # unknown names fail here, with suggestions
+    return list(dict.fromkeys(names))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate, print the summary and write the outputs."""
+    sources = _prediction_sources(args.pred)
+    if args.compare:
+        for m in args.compare:
+            if m not in sources:
+                raise LesionsegError(
+                    f"--compare: no method {m!r} (methods: "
+                    f"{', '.join(sources)}); name them with --pred NAME=PATH"
+                )
+    if args.output:
+        check_outputs(args.output, plot=len(sources) > 1, overwrite=args.overwrite)
+    result = evaluate(
+        sources,
+        args.ref,
+        labels=args.labels,
+        regions=args.regions,
+        presets=_presets(args.preset),
+        hd95=args.hd95,
+        surface=not args.no_surface,
+        empty_distance=args.empty_distance,
+        connectivity=args.connectivity,
+        resample=args.resample,
+        size_groups=args.groups,
+        progress=not args.quiet,
+    )
+    comparisons = result.compare(*args.compare, args.compare_metric) if args.compare else []
+    print(summary_markdown(result, comparisons))
+    if args.output:
+        paths = write_outputs(result, args.output, comparisons, overwrite=args.overwrite)
+        print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    return 0
