@@ -22,7 +22,8 @@ def bounding_box(mask: np.ndarray, margin: int | tuple[int, ...] = 0) -> tuple[s
     for axis, size in enumerate(mask.shape):
         others = tuple(a for a in range(mask.ndim) if a != axis)
         hits = np.flatnonzero(np.any(mask, axis=others))
-        box.append(slice(max(0, hits[0] - margins[axis]), min(size, hits[-1] + 1 + margins[axis])))
+        lo, hi = max(0, hits[0] - margins[axis]), min(size, hits[-1] + 1 + margins[axis])
+        box.append(slice(int(lo), int(hi)))  # plain ints: the box goes into JSON records
     return tuple(box)
 
 
