@@ -1,0 +1,107 @@
+"""What ``lesionseg predict -i`` accepts, turned into subjects.
+
+* the image files of one subject (in the model's channel order, or ``NAME=path``);
+* a data set: a folder with ``dataset.json`` or a CSV/TSV manifest (its test split,
+  or every case with ``all_cases``);
+* a folder of NIfTI files named ``<case>_0000.nii.gz``, ``<case>_0001.nii.gz``, …
+  (channel ``i`` is the model's ``i``-th channel).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from lesionseg.data.dataset import Subject, load_dataset, subject_from_files
+from lesionseg.data.nifti import is_nifti_path
+from lesionseg.errors import LesionsegError
+
+CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})\.nii(\.gz)?$")
+
+
+def subjects_from_folder(folder: Path, channel_names: Sequence[str]) -> list[Subject]:
+    """Subjects from a folder of ``<case>_XXXX.nii[.gz]`` files.
+
+    Raises:
+        LesionsegError: No such files, a file without the suffix, or a channel index
+            the model does not have.
+    """
+    cases: dict[str, dict[int, Path]] = {}
+    for path in sorted(folder.iterdir()):
+        if not is_nifti_path(path):
+            continue
+        match = CHANNEL_FILE.match(path.name)
+        if not match:
+            raise LesionsegError(
+                "file name lacks the _XXXX channel suffix (expected <case>_0000.nii.gz)", path
+            )
+        index = int(match["channel"])
+        if index >= len(channel_names):
+            raise LesionsegError(
+                f"channel {index:04d} but the model has only {len(channel_names)} channel(s) "
+                f"({', '.join(channel_names)})",
+                path,
+            )
+        cases.setdefault(match["case"], {})[index] = path
+    if not cases:
+        raise LesionsegError("no NIfTI files in this folder", folder)
+    subjects = []
+    for case, files in sorted(cases.items()):
+        channels = {channel_names[i]: files[i] for i in sorted(files)}
+        subjects.append(Subject(case, channels, split="test"))
+    return subjects
+
+
+def subjects_from_inputs(
+    inputs: Sequence[str | Path],
+    channel_names: Sequence[str],
+    all_cases: bool = False,
+    subject_id: str | None = None,
+) -> list[Subject]:
+    """The subjects to predict from the ``-i`` arguments.
+
+    Args:
+        inputs: One data set / folder, or the files of one subject.
+        channel_names: The model's channels (names for unnamed files and folder indices).
+        all_cases: For a data set, every case instead of the test split.
+        subject_id: Case name for the files of one subject (default: the name of the
+            file of the model's first channel, without ``_0000`` and suffix).
+
+    Raises:
+        LesionsegError: Nothing usable, or a data set without test cases.
+    """
+    if not inputs:
+        raise LesionsegError("no input given (-i)")
+    first = Path(inputs[0])
+    is_dataset = len(inputs) == 1 and (
+        (first.is_dir() and (first / "dataset.json").is_file())
+        or first.suffix.lower() in (".csv", ".tsv", ".tab")
+        or first.name == "dataset.json"
+    )
+    if is_dataset:
+        dataset = load_dataset(first)
+        subjects = list(dataset.subjects) if all_cases else dataset.split("test")
+        if not subjects:
+            raise LesionsegError(
+                "data set has no test cases; use --all to predict every case", first
+            )
+        return subjects
+    if len(inputs) == 1 and first.is_dir():
+        return subjects_from_folder(first, channel_names)
+    for item in inputs:
+        path = Path(str(item).split("=", 1)[-1]) if "=" in str(item) else Path(item)
+        if path.is_dir():
+            raise LesionsegError("give one folder or data set, or the files of one subject", path)
+    named = [str(i) for i in inputs if "=" in str(i) and not Path(i).exists()]
+    if not named and len(inputs) != len(channel_names):
+        raise LesionsegError(
+            f"{len(inputs)} file(s) given but the model takes {len(channel_names)} channel(s) "
+            f"({', '.join(channel_names)}); give one file per channel, or NAME=path"
+        )
+    subject = subject_from_files(inputs, channel_names, subject_id=subject_id)
+    if subject_id is None and channel_names and channel_names[0] in subject.channels:
+        # Name the case after the model's first channel, whatever order the files came in.
+        first_file = subject.channels[channel_names[0]]
+        subject.id = subject_from_files([first_file], channel_names[:1]).id
+    return [subject]

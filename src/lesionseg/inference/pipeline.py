@@ -1,0 +1,288 @@
+"""Predict a subject end to end: files in, label map (and probabilities) out on its own grid.
+
+:func:`predict_subject` matches the subject's channels to the models' by name,
+preprocesses them as each model was trained (its config's ``preprocess``),
+predicts (ensemble mean, optional flip test-time augmentation), runs the recipe's
+post-processing steps, maps the result back onto the input grid with the
+preprocessing record, and writes ``<case>_seg.nii.gz`` (uint8 labels) and, when
+asked, ``<case>_prob.nii.gz`` (one map per class) with the input's header.
+
+Post-processing contract: each entry of the recipe's ``predict.postprocess`` list is
+a name or ``{name: ..., <options>}``, looked up in
+``lesionseg.postprocess.POSTPROCESS``; the step is called as
+``step(probabilities, image=..., mask=..., spacing=..., **options)`` on the
+preprocessed grid and returns probabilities ``(K, X, Y, Z)``, a label map
+``(X, Y, Z)``, or both as a tuple.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from lesionseg.data.dataset import Subject
+from lesionseg.data.nifti import save_nifti
+from lesionseg.errors import LesionsegError
+from lesionseg.inference.predictor import labels_from_probabilities, num_outputs, predict_volume
+from lesionseg.models.io import load_model
+from lesionseg.preprocess import PreprocessConfig, preprocess_subject
+
+#: Flip axes used by ``--tta``: the sagittal reflection DeepMedic is trained with.
+TTA_FLIP_AXES = (0,)
+
+
+@dataclass
+class LoadedModel:
+    """A trained network with its config and where it came from."""
+
+    model: nn.Module
+    config: dict
+    folder: Path | None = None
+
+    @property
+    def channel_names(self) -> list[str]:
+        """The model's input channels, in order."""
+        return list(self.config["channel_names"])
+
+
+@dataclass
+class PredictionOutputs:
+    """Files written for one subject."""
+
+    subject_id: str
+    segmentation: Path
+    probabilities: Path | None = None
+
+
+def load_models(
+    folders: Sequence[str | Path], device: str | torch.device = "cpu"
+) -> list[LoadedModel]:
+    """Load model folders for an ensemble and check that they agree on the labels.
+
+    Raises:
+        LesionsegError: A bad folder, or members with different labels.
+    """
+    loaded = []
+    for folder in folders:
+        model, config = load_model(folder, device=device)
+        loaded.append(LoadedModel(model, config, Path(folder)))
+    check_compatible(loaded)
+    return loaded
+
+
+def check_compatible(models: Sequence[LoadedModel]) -> None:
+    """Ensemble members must predict the same labels.
+
+    Raises:
+        LesionsegError: No models, or labels / class counts that differ.
+    """
+    if not models:
+        raise LesionsegError("no model given")
+    first = models[0]
+    for other in models[1:]:
+        if {str(k): v for k, v in other.config["labels"].items()} != {
+            str(k): v for k, v in first.config["labels"].items()
+        }:
+            raise LesionsegError(
+                f"models {first.folder} and {other.folder} predict different labels "
+                f"({first.config['labels']} vs {other.config['labels']})"
+            )
+        if num_outputs(other.model.geometry) != num_outputs(first.model.geometry):
+            raise LesionsegError(f"models {first.folder} and {other.folder} differ in class count")
+
+
+def required_channels(models: Sequence[LoadedModel]) -> list[str]:
+    """Channels the ensemble needs, in the first model's order, then any others."""
+    names: list[str] = []
+    for m in models:
+        names += [c for c in m.channel_names if c not in names]
+    return names
+
+
+def check_channels(subject: Subject, models: Sequence[LoadedModel]) -> None:
+    """The subject must have exactly the channels the models use, by name.
+
+    Raises:
+        LesionsegError: A missing channel or one no model uses.
+    """
+    needed = required_channels(models)
+    missing = [c for c in needed if c not in subject.channels]
+    extra = [c for c in subject.channels if c not in needed]
+    if missing:
+        raise LesionsegError(
+            f"subject {subject.id!r} lacks channel(s) {', '.join(missing)} needed by the model "
+            f"(model channels: {', '.join(needed)}; given: {', '.join(subject.channels) or 'none'})"
+        )
+    if extra:
+        raise LesionsegError(
+            f"subject {subject.id!r} has channel(s) {', '.join(extra)} that the model does not use "
+            f"(model channels: {', '.join(needed)})"
+        )
+
+
+def output_paths(out_dir: str | Path, subject_id: str) -> tuple[Path, Path]:
+    """``<case>_seg.nii.gz`` and ``<case>_prob.nii.gz`` in ``out_dir``."""
+    out_dir = Path(out_dir)
+    return out_dir / f"{subject_id}_seg.nii.gz", out_dir / f"{subject_id}_prob.nii.gz"
+
+
+def check_outputs_free(
+    out_dir: str | Path, subject_ids: Sequence[str], save_probabilities: bool, overwrite: bool
+) -> None:
+    """Refuse to start when an output exists already and ``overwrite`` is False.
+
+    Raises:
+        LesionsegError: Naming the first existing output.
+    """
+    if overwrite:
+        return
+    for sid in subject_ids:
+        seg, prob = output_paths(out_dir, sid)
+        for path in (seg, prob) if save_probabilities else (seg,):
+            if path.exists():
+                raise LesionsegError("exists already; use --overwrite to replace it", path)
+
+
+def postprocess_steps(config: dict) -> list[tuple[str, dict]]:
+    """The ``predict.postprocess`` steps of a model's recipe as (name, options)."""
+    raw = ((config.get("recipe") or {}).get("predict") or {}).get("postprocess") or []
+    if isinstance(raw, str | dict):
+        raw = [raw]
+    steps = []
+    for item in raw:
+        if isinstance(item, str):
+            steps.append((item, {}))
+        elif isinstance(item, dict) and "name" in item:
+            steps.append((str(item["name"]), {k: v for k, v in item.items() if k != "name"}))
+        elif isinstance(item, dict) and len(item) == 1:
+            name, options = next(iter(item.items()))
+            steps.append((str(name), dict(options or {})))
+        else:
+            raise LesionsegError(f"predict.postprocess: cannot read step {item!r}")
+    return steps
+
+
+def run_postprocess(
+    steps: list[tuple[str, dict]],
+    probs: np.ndarray,
+    image: np.ndarray,
+    mask: np.ndarray,
+    spacing: Sequence[float],
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Apply post-processing steps on the preprocessed grid.
+
+    Returns:
+        The (possibly refined) probabilities, and a label map if a step produced one.
+    """
+    labels = None
+    if not steps:
+        return probs, labels
+    from lesionseg.postprocess import POSTPROCESS  # lazy: only recipes that ask need it
+
+    for name, options in steps:
+        result = POSTPROCESS.get(name)(probs, image=image, mask=mask, spacing=spacing, **options)
+        parts = result if isinstance(result, tuple) else (result,)
+        for part in parts:
+            part = np.asarray(part)
+            if part.ndim == probs.ndim:
+                probs = part.astype(np.float32, copy=False)
+            elif part.ndim == probs.ndim - 1:
+                labels = part.astype(np.uint8, copy=False)
+            else:
+                raise LesionsegError(f"post-processing step {name!r} returned shape {part.shape}")
+    return probs, labels
+
+
+def _preprocess_key(config: dict) -> str:
+    return json.dumps(
+        {"channels": config["channel_names"], "preprocess": config.get("preprocess") or {}},
+        sort_keys=True,
+    )
+
+
+def predict_subject(
+    models: Sequence[LoadedModel],
+    subject: Subject,
+    out_dir: str | Path,
+    *,
+    tile_size: int | None = None,
+    device: str | torch.device = "cpu",
+    tta: bool = False,
+    save_probabilities: bool = False,
+    overwrite: bool = False,
+    amp: bool = False,
+    batch_size: int = 1,
+) -> PredictionOutputs:
+    """Predict one subject with one model or an ensemble and write the outputs.
+
+    Args:
+        models: Loaded models (:func:`load_models`).
+        subject: The subject's channel files, named as the models' channels.
+        out_dir: Output folder.
+        tile_size: Output tile side for 3D models (None: chosen from free memory).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+        tta: Average with the sagittally flipped prediction.
+        save_probabilities: Also write the per-class probabilities.
+        overwrite: Replace existing outputs.
+        amp: Mixed precision.
+        batch_size: Tiles per forward pass.
+
+    Returns:
+        The files written.
+
+    Raises:
+        LesionsegError: Channels that do not match, unreadable inputs, existing outputs.
+    """
+    check_compatible(models)
+    check_channels(subject, models)
+    seg_path, prob_path = output_paths(out_dir, subject.id)
+    check_outputs_free(out_dir, [subject.id], save_probabilities, overwrite)
+
+    groups: dict[str, list[LoadedModel]] = {}
+    for m in models:
+        groups.setdefault(_preprocess_key(m.config), []).append(m)
+    steps = postprocess_steps(models[0].config)
+    if steps and len(groups) > 1:
+        raise LesionsegError(
+            "ensemble members preprocess differently; post-processing needs one preprocessed grid"
+        )
+    kwargs = dict(
+        tile_size=tile_size,
+        device=device,
+        amp=amp,
+        batch_size=batch_size,
+        flip_axes=TTA_FLIP_AXES if tta else (),
+    )
+    k = num_outputs(models[0].model.geometry)
+    fill = [1.0] + [0.0] * (k - 1)
+    total, labels, record = None, None, None
+    for members in groups.values():
+        first = members[0]
+        pre = preprocess_subject(
+            subject, first.channel_names, PreprocessConfig.from_dict(first.config.get("preprocess"))
+        )
+        probs = None
+        for member in members:
+            p = predict_volume(member.model, pre.image, mask=pre.mask, **kwargs)
+            probs = p if probs is None else probs + p
+        probs /= len(members)
+        probs, labels = run_postprocess(steps, probs, pre.image, pre.mask, pre.spacing)
+        back = pre.record.invert(probs, is_label=False, fill=fill) * (len(members) / len(models))
+        total = back if total is None else total + back
+        if labels is not None:
+            labels = pre.record.invert(labels, is_label=True, fill=0)
+        record = pre.record
+    if labels is None:
+        labels = labels_from_probabilities(np.moveaxis(total, -1, 0))
+    grid = record.original_grid
+    save_nifti(labels.astype(np.uint8), grid, seg_path, overwrite=overwrite)
+    written_prob = None
+    if save_probabilities:
+        written_prob = save_nifti(total.astype(np.float32), grid, prob_path, overwrite=overwrite)
+    return PredictionOutputs(subject.id, seg_path, written_prob)

@@ -1,0 +1,339 @@
+"""Dense prediction of a whole preprocessed volume with any model, from its geometry.
+
+:func:`predict_volume` turns a ``(C, X, Y, Z)`` image into ``(K, X, Y, Z)`` class
+probabilities. Which path it takes depends only on ``model.geometry``:
+
+* 3D valid-convolution models: reflect-padded by the margins, abutting tiles
+  (:func:`~lesionseg.inference.tiling.plan_valid`); tiled = whole-volume output;
+* 3D same-padded models: whole volume, or Gaussian-blended overlapping tiles;
+* patch classifiers: one patch per brain voxel, in batches;
+* 2D models: slice by slice along ``axis`` with ``slice_context`` neighbours stacked
+  as channels (zeros outside the volume; channel-major order, see
+  :func:`stack_slices`), several slices per pass.
+
+Probabilities come from the model's output activation (softmax; a one-map sigmoid
+model gives background = 1 − p). Outside the brain mask every foreground
+probability is 0 and the background 1, so the labels (argmax) are 0 there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from lesionseg.errors import LesionsegError
+from lesionseg.inference.allocator import keep_freed_memory
+from lesionseg.inference.tiling import (
+    choose_tile_size,
+    gaussian_weight,
+    plan_same,
+    plan_valid,
+    tiles_with_brain,
+)
+from lesionseg.models.geometry import ModelGeometry
+
+#: Slices per forward pass of a 2D model (at least).
+SLICE_BATCH = 16
+#: Patches per forward pass of a patch classifier.
+PATCH_BATCH = 2048
+
+
+def num_outputs(geometry: ModelGeometry) -> int:
+    """Probability maps a model yields: its classes, or 2 for a one-map sigmoid model."""
+    if geometry.output_activation == "sigmoid":
+        if geometry.num_classes != 1:
+            raise LesionsegError("sigmoid models with more than one output map are not supported")
+        return 2
+    return geometry.num_classes
+
+
+def to_probabilities(logits: torch.Tensor, geometry: ModelGeometry) -> torch.Tensor:
+    """Class probabilities (N, K, ...) from a model's logits."""
+    logits = logits.float()
+    if geometry.output_activation == "sigmoid":
+        p = torch.sigmoid(logits[:, :1])
+        return torch.cat([1 - p, p], 1)
+    return torch.softmax(logits, 1)
+
+
+class _Runner:
+    """Runs batches through the model on a device, with optional mixed precision."""
+
+    def __init__(self, model: nn.Module, device: torch.device, amp: bool, channels_last: bool):
+        self.model = model
+        self.device = device
+        self.amp = amp
+        self.channels_last = channels_last
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
+        if self.channels_last and x.dim() == 5:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        if self.amp:
+            dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+            ctx = torch.autocast(device_type=self.device.type, dtype=dtype)
+        else:
+            ctx = contextlib.nullcontext()
+        with ctx:
+            logits = self.model(x)
+        probs = to_probabilities(logits, self.model.geometry)
+        return probs.contiguous().cpu().numpy()
+
+
+def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _empty_probabilities(k: int, shape: Sequence[int]) -> np.ndarray:
+    probs = np.zeros((k, *shape), dtype=np.float32)
+    probs[0] = 1.0
+    return probs
+
+
+def _predict_valid(
+    run: _Runner,
+    image: np.ndarray,
+    mask: np.ndarray | None,
+    geometry: ModelGeometry,
+    tile_size,
+    batch_size: int,
+) -> np.ndarray:
+    spatial = image.shape[1:]
+    plan = plan_valid(spatial, geometry, tile_size)
+    pad = [(0, 0)] + list(zip(plan.pad_before, plan.pad_after))
+    padded = np.pad(image, pad, mode="reflect" if min(spatial) > 1 else "edge")
+    out_mask = None
+    if mask is not None:
+        out_mask = np.zeros(plan.out_shape, dtype=bool)
+        out_mask[tuple(slice(0, s) for s in spatial)] = mask > 0
+    starts = tiles_with_brain(plan.starts, plan.tile_out, out_mask)
+    k = num_outputs(geometry)
+    out = _empty_probabilities(k, plan.out_shape)
+    tin, tout = plan.tile_in, plan.tile_out
+    for group in _batches(starts, batch_size):
+        batch = np.stack(
+            [padded[(slice(None), *(slice(s, s + t) for s, t in zip(st, tin)))] for st in group]
+        )
+        probs = run(batch)
+        for st, p in zip(group, probs):
+            out[(slice(None), *(slice(s, s + t) for s, t in zip(st, tout)))] = p
+    return out[(slice(None), *(slice(0, s) for s in spatial))]
+
+
+def _predict_same(
+    run: _Runner,
+    image: np.ndarray,
+    mask: np.ndarray | None,
+    geometry: ModelGeometry,
+    tile_size,
+    batch_size: int,
+) -> np.ndarray:
+    spatial = image.shape[1:]
+    plan = plan_same(spatial, geometry, tile_size)
+    pad = [(0, 0)] + [(0, p - s) for p, s in zip(plan.padded_shape, spatial)]
+    padded = np.pad(image, pad, mode="constant")
+    k = num_outputs(geometry)
+    padded_mask = None
+    if mask is not None:
+        padded_mask = np.pad(mask > 0, pad[1:], mode="constant")
+    starts = tiles_with_brain(plan.starts, plan.tile, padded_mask)
+    if len(plan.starts) == 1:
+        weight = np.ones(plan.tile, dtype=np.float32)
+    else:
+        weight = gaussian_weight(plan.tile)
+    acc = np.zeros((k, *plan.padded_shape), dtype=np.float32)
+    norm = np.zeros(plan.padded_shape, dtype=np.float32)
+    for group in _batches(starts, batch_size):
+        boxes = [tuple(slice(s, s + t) for s, t in zip(st, plan.tile)) for st in group]
+        probs = run(np.stack([padded[(slice(None), *b)] for b in boxes]))
+        for box, p in zip(boxes, probs):
+            acc[(slice(None), *box)] += p * weight
+            norm[box] += weight
+    covered = norm > 0
+    acc[:, covered] /= norm[covered]
+    acc[0, ~covered] = 1.0
+    return acc[(slice(None), *(slice(0, s) for s in spatial))]
+
+
+def _predict_patches(
+    run: _Runner,
+    image: np.ndarray,
+    mask: np.ndarray | None,
+    geometry: ModelGeometry,
+) -> np.ndarray:
+    spatial = image.shape[1:]
+    patch = geometry.patch_size
+    before, after = geometry.margin_before, geometry.margin_after
+    padded = np.pad(image, [(0, 0)] + list(zip(before, after)), mode="constant")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, patch, axis=(1, 2, 3))
+    targets = np.argwhere(mask > 0) if mask is not None else np.argwhere(np.ones(spatial, bool))
+    k = num_outputs(geometry)
+    out = _empty_probabilities(k, spatial)
+    for group in _batches(targets, PATCH_BATCH):
+        idx = tuple(group.T)
+        batch = np.moveaxis(windows[(slice(None), *idx)], 0, 1)  # (n, C, *patch)
+        probs = run(batch).reshape(len(group), k, -1)[:, :, 0]
+        out[(slice(None), *idx)] = probs.T
+    return out
+
+
+def stack_slices(volume: np.ndarray, index: int, slice_context: tuple[int, int]) -> np.ndarray:
+    """The 2D input for slice ``index`` of a ``(C, S, H, W)`` volume (slices on axis 1).
+
+    Channels are channel-major: for each image channel, the slices ``index − before``
+    … ``index + after`` (zeros outside the volume), i.e. ``C·(before + 1 + after)``
+    maps of ``(H, W)``.
+    """
+    before, after = slice_context
+    c, s = volume.shape[:2]
+    out = np.zeros((c, before + 1 + after, *volume.shape[2:]), dtype=np.float32)
+    lo, hi = max(0, index - before), min(s, index + after + 1)
+    out[:, lo - (index - before) : hi - (index - before)] = volume[:, lo:hi]
+    return out.reshape(c * (before + 1 + after), *volume.shape[2:])
+
+
+def _predict_slices(
+    run: _Runner,
+    image: np.ndarray,
+    mask: np.ndarray | None,
+    geometry: ModelGeometry,
+    axis: int,
+    batch_size: int,
+) -> np.ndarray:
+    volume = np.moveaxis(image, axis + 1, 1)  # (C, S, H, W)
+    slice_mask = None if mask is None else np.moveaxis(mask > 0, axis, 0)
+    plane = volume.shape[2:]
+    k = num_outputs(geometry)
+    out = _empty_probabilities(k, volume.shape[1:])
+    wanted = [i for i in range(volume.shape[1]) if slice_mask is None or slice_mask[i].any()]
+    if geometry.is_valid_convolution:
+        plan = plan_valid(plane, geometry, None)
+        pad = [(0, 0)] + list(zip(plan.pad_before, plan.pad_after))
+        crop = tuple(slice(0, p) for p in plane)
+    else:
+        plan = plan_same(plane, geometry, None)
+        pad = [(0, 0)] + [(0, p - s) for p, s in zip(plan.padded_shape, plane)]
+        crop = tuple(slice(0, p) for p in plane)
+    mode = "reflect" if geometry.is_valid_convolution else "constant"
+    for group in _batches(wanted, max(batch_size, SLICE_BATCH)):
+        batch = np.stack(
+            [np.pad(stack_slices(volume, i, geometry.slice_context), pad, mode=mode) for i in group]
+        )
+        probs = run(batch)
+        for i, p in zip(group, probs):
+            out[:, i] = p[(slice(None), *crop)]
+    return np.moveaxis(out, 1, axis + 1)
+
+
+def _flip_sets(flip_axes: Sequence[int]) -> list[tuple[int, ...]]:
+    """Every combination of the flip axes, the identity first (nnU-Net's mirroring)."""
+    axes = sorted({int(a) for a in flip_axes})
+    return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
+
+
+def apply_mask(probs: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Zero the foreground probabilities outside ``mask`` (background becomes 1 there)."""
+    if mask is None:
+        return probs
+    outside = mask == 0
+    probs[1:, outside] = 0.0
+    probs[0, outside] = 1.0
+    return probs
+
+
+def predict_volume(
+    model: nn.Module,
+    image: np.ndarray,
+    *,
+    mask: np.ndarray | None = None,
+    tile_size: int | Sequence[int] | None = None,
+    device: str | torch.device = "cpu",
+    amp: bool = False,
+    batch_size: int = 1,
+    flip_axes: Sequence[int] = (),
+    axis: int = 2,
+) -> np.ndarray:
+    """Class probabilities for a whole preprocessed volume.
+
+    Args:
+        model: A network with a ``geometry`` (moved to ``device``; its train/eval mode
+            is restored afterwards). If it has an ``inference_copy()`` method, the
+            returned equivalent network is used instead.
+        image: ``(C, X, Y, Z)`` float32, channels in the model's order.
+        mask: ``(X, Y, Z)`` brain mask; tiles without brain voxels are skipped and the
+            result is masked. None: everything is brain.
+        tile_size: Output tile size (int or per axis) for 3D models; None chooses it
+            from the free memory (see :func:`~lesionseg.inference.tiling.choose_tile_size`).
+            Pass the volume's shape to force a single pass.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+        amp: Mixed precision (float16 on CUDA, bfloat16 on CPU).
+        batch_size: Tiles per forward pass (2D models: at least 16 slices).
+        flip_axes: Test-time augmentation: the result is the mean over every
+            combination of flips along these spatial axes (0 = sagittal).
+        axis: Slice axis for 2D models (2 = axial).
+
+    Returns:
+        ``(K, X, Y, Z)`` float32 probabilities (K = classes; 2 for a sigmoid model).
+
+    Raises:
+        LesionsegError: Wrong number of channels or mask shape.
+    """
+    geometry: ModelGeometry = model.geometry
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim != 4 or image.shape[0] != geometry.in_channels:
+        raise LesionsegError(
+            f"the model expects {geometry.in_channels} channel(s) of a 3D volume, "
+            f"got an array of shape {image.shape}"
+        )
+    if mask is not None and tuple(mask.shape) != tuple(image.shape[1:]):
+        raise LesionsegError(f"mask shape {mask.shape} differs from image shape {image.shape[1:]}")
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    # A model may offer a faster eval-only equivalent (DeepMedic folds its batch norms).
+    copy_fn = getattr(model, "inference_copy", None)
+    net = copy_fn() if callable(copy_fn) else model
+    net.eval().to(device)
+    channels_last = device.type == "cpu" and geometry.spatial_dims == 3
+    if channels_last:  # oneDNN's 3D convolutions are about 2× faster channels-last
+        net.to(memory_format=torch.channels_last_3d)
+        keep_freed_memory()
+    run = _Runner(net, device, amp, channels_last)
+    if geometry.spatial_dims == 3 and geometry.patch_size is None and tile_size is None:
+        tile_size = choose_tile_size(net, image.shape[1:], device, batch_size)
+    total = None
+    flips = _flip_sets(flip_axes)
+    try:
+        with torch.inference_mode():
+            for flip in flips:
+                img = np.flip(image, [a + 1 for a in flip]) if flip else image
+                msk = np.flip(mask, list(flip)) if (flip and mask is not None) else mask
+                if geometry.spatial_dims == 2:
+                    probs = _predict_slices(run, img, msk, geometry, axis, batch_size)
+                elif geometry.patch_size is not None:
+                    probs = _predict_patches(run, img, msk, geometry)
+                elif geometry.is_valid_convolution:
+                    probs = _predict_valid(run, img, msk, geometry, tile_size, batch_size)
+                else:
+                    probs = _predict_same(run, img, msk, geometry, tile_size, batch_size)
+                if flip:
+                    probs = np.flip(probs, [a + 1 for a in flip])
+                total = probs.copy() if total is None else total + probs
+    finally:
+        if channels_last and net is model:
+            model.to(memory_format=torch.contiguous_format)
+        model.train(was_training)
+    if len(flips) > 1:
+        total /= len(flips)
+    return apply_mask(np.ascontiguousarray(total, dtype=np.float32), mask)
+
+
+def labels_from_probabilities(probs: np.ndarray) -> np.ndarray:
+    """Label map (argmax over classes) as uint8."""
+    return np.argmax(probs, axis=0).astype(np.uint8)
