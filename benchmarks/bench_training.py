@@ -1,0 +1,103 @@
+"""Training throughput (segments per second) of the DeepMedic recipes on this machine's CPU.
+
+Runs the real training loop (`lesionseg.training.train`: loader, model, loss,
+optimiser, checkpoint) for one epoch on a small synthetic data set and reports the
+segments per second of that epoch (the loop's own figure, logged in log.csv),
+plus the time of one optimiser step.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from lesionseg.training import train
+
+RECIPES = ("deepmedic-tiny", "deepmedic-paper")
+
+
+def _dataset(root: Path, n: int = 3, size: int = 72) -> Path:
+    rng = np.random.default_rng(0)
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    grid = np.indices((size,) * 3).astype(np.float32)
+    brain = ((grid - size / 2) ** 2).sum(0) < (size * 0.45) ** 2
+    for i in range(n):
+        label = np.zeros((size,) * 3, np.uint8)
+        for _ in range(6):
+            c = rng.uniform(size * 0.25, size * 0.75, 3)
+            label[((grid - c[:, None, None, None]) ** 2).sum(0) < rng.uniform(4, 30)] = 1
+        label &= brain
+        for ch in range(4):
+            img = brain * (100 + 30 * label + rng.normal(0, 10, label.shape))
+            nib.save(
+                nib.Nifti1Image(img.astype(np.float32), np.eye(4)),
+                root / "imagesTr" / f"b_{i:03d}_{ch:04d}.nii.gz",
+            )
+        nib.save(nib.Nifti1Image(label, np.eye(4)), root / "labelsTr" / f"b_{i:03d}.nii.gz")
+    (root / "dataset.json").write_text(
+        json.dumps(
+            {
+                "name": "bench",
+                "channel_names": {str(k): f"c{k}" for k in range(4)},
+                "labels": {"background": 0, "lesion": 1},
+                "numTraining": n,
+                "file_ending": ".nii.gz",
+            }
+        )
+    )
+    return root
+
+
+def run(quick: bool) -> list[dict]:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        data = _dataset(Path(tmp) / "data")
+        for recipe in RECIPES:
+            batches = (3 if quick else 10) if recipe == "deepmedic-paper" else (5 if quick else 25)
+            # Two epochs: the first warms up (allocations, worker start); the second is measured.
+            result = train(
+                recipe,
+                data,
+                Path(tmp) / recipe,
+                device="cpu",
+                progress=False,
+                overrides={
+                    "train.epochs": 2,
+                    "train.batches_per_epoch": batches,
+                    "validation.cases": 0,
+                },
+                cache=Path(tmp) / "cache",
+            )
+            epoch = result.history[-1]
+            batch_size = round(epoch["segments_per_s"] * epoch["seconds"] / batches)
+            common = {
+                "device": "cpu",
+                "threads": torch.get_num_threads(),
+                "batch": batch_size,
+                "batches": batches,
+            }
+            rows.append(
+                {
+                    "benchmark": "training",
+                    "metric": f"{recipe} throughput",
+                    "value": float(epoch["segments_per_s"]),
+                    "unit": "segments/s",
+                    **common,
+                }
+            )
+            rows.append(
+                {
+                    "benchmark": "training",
+                    "metric": f"{recipe} step time",
+                    "value": float(epoch["seconds"] / batches),
+                    "unit": "s",
+                    **common,
+                }
+            )
+    return rows

@@ -1,0 +1,245 @@
+"""2D slices and 2.5D slice stacks for slice-based models (D-UNet, the 2D and "3D" U-Nets).
+
+An example is one target slice ``i`` along ``axis`` (default 2, axial in lesionseg's
+RAS arrays). Its input stacks the slices ``i − before … i + after`` given by the
+model's ``geometry.slice_context`` as channels, image-major: all stacked slices of
+image channel 0 in order, then those of channel 1, …, which is how D-UNet and the
+slice-stack 3D U-Net unfold their input into a volume ``(C, S, H, W)``. Slices
+beyond the volume are ``pad_value`` (0, the paper's zeros). The target is slice
+``i``'s label map. The two in-plane axes keep their order (axis 2 → ``(X, Y)``,
+axis 0 → ``(Y, Z)``), the same convention as the slice-wise predictor.
+
+Target slices are drawn from the slices that contain brain. With
+``lesion_probability`` p, a slice containing lesion is drawn with probability p and
+one without lesion otherwise, uniformly among the slices of all subjects of that
+kind; with None every slice is equally likely, as in the D-UNet script (which
+trains on all slices of every volume). When one kind is absent the other is drawn.
+
+In-plane, the example is ``size`` (default: the largest slice of the subjects,
+rounded up to the model's ``size_multiple``). A slice smaller than ``size`` is
+centred and padded; a larger one is cut by a window placed at random, centred on
+a random lesion pixel when the slice was drawn for its lesion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from lesionseg.models.geometry import ModelGeometry
+from lesionseg.sampling.base import Example, Sampler, SubjectArrays
+from lesionseg.sampling.crop import crop
+
+
+def in_plane_axes(axis: int) -> tuple[int, int]:
+    """The two spatial axes of a slice taken along ``axis``, in array order."""
+    return tuple(a for a in range(3) if a != axis)  # type: ignore[return-value]
+
+
+def slice_stack(
+    image: np.ndarray,
+    index: int,
+    axis: int,
+    slice_context: Sequence[int],
+    start: Sequence[int] = (0, 0),
+    size: Sequence[int] | None = None,
+    pad_value: float = 0.0,
+) -> np.ndarray:
+    """The stacked input of target slice ``index``: ``(C·S, H, W)``, image-major.
+
+    Args:
+        image: ``(C, X, Y, Z)`` volume (a memory map is fine: only the stack is read).
+        index: Target slice along ``axis``.
+        axis: Spatial axis the slices are taken along (0, 1 or 2).
+        slice_context: (slices before, slices after) the target slice.
+        start: First in-plane pixel of the window (may be negative: padding).
+        size: In-plane window size (default: the whole slice).
+        pad_value: Value outside the volume (beyond the first/last slice and in-plane).
+
+    Returns:
+        float32 array; channel ``c·S + j`` is slice ``index − before + j`` of channel ``c``.
+    """
+    before, after = int(slice_context[0]), int(slice_context[1])
+    moved = np.moveaxis(image, 1 + axis, 1)  # (C, N, H, W), a view
+    if size is None:
+        size = moved.shape[2:]
+    depth = before + 1 + after
+    box_start = (index - before, int(start[0]), int(start[1]))
+    stack = crop(moved, box_start, (depth, int(size[0]), int(size[1])), pad_value, np.float32)
+    return stack.reshape(moved.shape[0] * depth, int(size[0]), int(size[1]))
+
+
+def label_slice(
+    label: np.ndarray,
+    index: int,
+    axis: int,
+    start: Sequence[int] = (0, 0),
+    size: Sequence[int] | None = None,
+    pad_label: int = 0,
+) -> np.ndarray:
+    """Slice ``index`` of a label map along ``axis``: int64 ``(H, W)``, windowed like the input."""
+    moved = np.moveaxis(label, axis, 0)
+    if size is None:
+        size = moved.shape[1:]
+    box = (index, int(start[0]), int(start[1]))
+    return crop(moved, box, (1, int(size[0]), int(size[1])), pad_label, np.int64)[0]
+
+
+class SliceSampler(Sampler):
+    """Slices (or slice stacks) along an axis, with oversampling of lesion slices.
+
+    Args:
+        subjects: Preprocessed training subjects (with labels).
+        geometry: The model's geometry (``spatial_dims`` 2; ``slice_context`` sets the stack).
+        axis: Spatial axis the slices are taken along (2 = axial in RAS arrays).
+        size: In-plane example size (int or two ints); None: the largest slice of the
+            subjects. Rounded up to the model's ``size_multiple``.
+        lesion_probability: Probability that the target slice contains lesion (label > 0);
+            None draws every slice with equal probability.
+        brain_only: Draw only slices that contain brain (mask > 0).
+        pad_value: Image value outside the volume.
+        pad_label: Label value outside the volume.
+        **kwargs: Passed to :class:`~lesionseg.sampling.base.Sampler` (augment, ...).
+
+    Raises:
+        ValueError: A 3D model, a bad option, a subject without labels, or no slice to draw.
+    """
+
+    def __init__(
+        self,
+        subjects: Sequence[SubjectArrays],
+        geometry: ModelGeometry,
+        *,
+        axis: int = 2,
+        size: int | Sequence[int] | None = None,
+        lesion_probability: float | None = None,
+        brain_only: bool = True,
+        pad_value: float = 0.0,
+        pad_label: int = 0,
+        **kwargs: Any,
+    ):
+        super().__init__(subjects, geometry, **kwargs)
+        if geometry.spatial_dims != 2:
+            raise ValueError(
+                f"the slices sampler serves 2D models; this model is {geometry.spatial_dims}D "
+                "(use the segments sampler)"
+            )
+        if isinstance(axis, bool) or axis not in (0, 1, 2):
+            raise ValueError(f"axis must be 0, 1 or 2, got {axis!r}")
+        if lesion_probability is not None and not 0.0 <= lesion_probability <= 1.0:
+            raise ValueError(
+                f"lesion_probability must be in [0, 1] or null, got {lesion_probability}"
+            )
+        if not isinstance(pad_value, int | float) or isinstance(pad_value, bool):
+            raise ValueError(f"pad_value must be a number, got {pad_value!r}")
+        self.axis = int(axis)
+        self.plane = in_plane_axes(self.axis)
+        self.slice_context = tuple(int(s) for s in geometry.slice_context)
+        self.lesion_probability = lesion_probability
+        self.pad_value = float(pad_value)
+        self.pad_label = int(pad_label)
+        for s in self.subjects:
+            if s.label is None:
+                raise ValueError(f"subject {s.id!r} has no label map; training needs labels")
+        self.size = self._example_size(size)
+
+        lesion, other = [], []
+        for k, subject in enumerate(self.subjects):
+            label = np.moveaxis(np.asarray(subject.label), self.axis, 0)
+            has_lesion = (label > 0).reshape(label.shape[0], -1).any(axis=1)
+            if brain_only:
+                mask = np.moveaxis(np.asarray(subject.mask), self.axis, 0)
+                usable = (mask > 0).reshape(mask.shape[0], -1).any(axis=1)
+            else:
+                usable = np.ones(label.shape[0], bool)
+            for i in np.flatnonzero(usable):
+                (lesion if has_lesion[i] else other).append((k, int(i)))
+        self._lesion = np.array(lesion, np.int64).reshape(-1, 2)
+        self._other = np.array(other, np.int64).reshape(-1, 2)
+        if len(self._lesion) + len(self._other) == 0:
+            raise ValueError("no slice to draw: no subject has a slice with brain")
+        self._lesion_pixels: dict[tuple[int, int], np.ndarray] = {}
+
+    def _example_size(self, size: int | Sequence[int] | None) -> tuple[int, int]:
+        multiple = self.geometry.size_multiple
+        if size is None:
+            shapes = [np.asarray(s.image.shape[1:])[list(self.plane)] for s in self.subjects]
+            wanted = np.max(shapes, axis=0)
+        else:
+            wanted = np.broadcast_to(np.asarray(size, dtype=int), (2,))
+            if (wanted < 1).any():
+                raise ValueError(f"size must be positive, got {size!r}")
+        return tuple(int(-(-int(w) // int(m)) * int(m)) for w, m in zip(wanted, multiple))
+
+    @property
+    def lesion_slices(self) -> int:
+        """Number of drawable slices that contain lesion."""
+        return len(self._lesion)
+
+    @property
+    def other_slices(self) -> int:
+        """Number of drawable slices without lesion."""
+        return len(self._other)
+
+    def example_shapes(self) -> dict[str, tuple[int, ...]]:
+        """``image``: (C·S, H, W); ``target``: (H, W)."""
+        depth = 1 + sum(self.slice_context)
+        channels = self.subjects[0].image.shape[0]
+        return {"image": (channels * depth, *self.size), "target": self.size}
+
+    def draw_slice(self, rng: np.random.Generator) -> tuple[int, int, bool]:
+        """Draw (subject index, slice index, drawn as a lesion slice)."""
+        p = self.lesion_probability
+        if p is None:
+            total = len(self._lesion) + len(self._other)
+            j = int(rng.integers(total))
+            from_lesion = j < len(self._lesion)
+            s, i = self._lesion[j] if from_lesion else self._other[j - len(self._lesion)]
+            return int(s), int(i), from_lesion
+        from_lesion = bool(rng.random() < p)
+        if not len(self._lesion):
+            from_lesion = False
+        elif not len(self._other):
+            from_lesion = True
+        pool = self._lesion if from_lesion else self._other
+        s, i = pool[int(rng.integers(len(pool)))]
+        return int(s), int(i), from_lesion
+
+    def _window(self, s: int, i: int, lesion: bool, rng: np.random.Generator) -> tuple[int, int]:
+        """Start of the in-plane window of slice ``i`` of subject ``s``."""
+        shape = [self.subjects[s].image.shape[1 + a] for a in self.plane]
+        if all(n <= z for n, z in zip(shape, self.size)):
+            return tuple(-((z - n) // 2) for n, z in zip(shape, self.size))  # centred
+        centre = None
+        if lesion:
+            key = (s, i)
+            if key not in self._lesion_pixels:  # few slices contain lesion: cache them
+                plane = label_slice(self.subjects[s].label, i, self.axis)
+                self._lesion_pixels[key] = np.argwhere(plane > 0).astype(np.int32)
+            pixels = self._lesion_pixels[key]
+            centre = pixels[int(rng.integers(len(pixels)))]
+        start = []
+        for d, (n, z) in enumerate(zip(shape, self.size)):
+            if n <= z:
+                start.append(-((z - n) // 2))
+            elif centre is not None:
+                start.append(int(np.clip(int(centre[d]) - (z - 1) // 2, 0, n - z)))
+            else:
+                start.append(int(rng.integers(n - z + 1)))
+        return tuple(start)
+
+    def cut(self, s: int, i: int, start: Sequence[int] = (0, 0)) -> Example:
+        """The example of target slice ``i`` of subject ``s`` with its window at ``start``."""
+        subject = self.subjects[s]
+        image = slice_stack(
+            subject.image, i, self.axis, self.slice_context, start, self.size, self.pad_value
+        )
+        target = label_slice(subject.label, i, self.axis, start, self.size, self.pad_label)
+        return {"image": image, "target": target}
+
+    def draw(self, rng: np.random.Generator) -> Example:
+        """One slice (stack) drawn as described in the module docstring."""
+        s, i, lesion = self.draw_slice(rng)
+        return self.cut(s, i, self._window(s, i, lesion, rng))

@@ -1,0 +1,47 @@
+"""Checkpoints for resuming: written atomically after each epoch, read without unpickling code.
+
+A checkpoint holds the networks' weights, the optimiser, schedule and gradient
+scaler state, the position in the run (stage, epoch), the history and the
+torch random state. Batches need no saved state: each batch's seed follows
+from (seed, stage, epoch, rank, batch) (see :mod:`lesionseg.sampling.loader`).
+Everything is tensors and plain Python values, so ``torch.load(weights_only=True)``
+reads it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lesionseg.data.atomic import atomic_path
+from lesionseg.errors import LesionsegError
+
+CHECKPOINT_NAME = "checkpoint.pt"
+FORMAT = 1
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically (a crash leaves the previous checkpoint)."""
+    with atomic_path(path) as tmp:
+        torch.save({"format": FORMAT, **state}, tmp)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (tensors and plain values only).
+
+    Raises:
+        LesionsegError: Missing, unreadable, or from an incompatible version.
+    """
+    if not path.is_file():
+        raise LesionsegError("no checkpoint to resume from", path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any failure means the file is unusable
+        raise LesionsegError(
+            f"cannot read checkpoint ({type(err).__name__}: {err})", path
+        ) from None
+    if state.get("format") != FORMAT:
+        raise LesionsegError(f"checkpoint format {state.get('format')} is not {FORMAT}", path)
+    return state

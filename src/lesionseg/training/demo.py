@@ -1,0 +1,231 @@
+"""The end-to-end demo: phantoms → training → prediction on held-out subjects → evaluation.
+
+Every step goes through the public API that a user would call; the demo only
+chains them and keeps their outputs in one folder::
+
+    DIR/data/          the synthesised data set (nnU-Net layout; imagesTs held out)
+    DIR/model/         the trained model (progress.png, log.csv, ...)
+    DIR/predictions/   <case>_seg.nii.gz for the held-out subjects
+    DIR/evaluation/    per-case and summary tables
+    DIR/pictures/      held-out subjects with reference and predicted outlines
+
+Steps whose outputs exist are reused (a finished model, the data set), so running
+the demo again only redoes what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lesionseg.errors import LesionsegError
+
+#: Method → (phantom task, recipe) of the demo.
+METHODS = {
+    "deepmedic": ("ms", "deepmedic-tiny"),
+    "dunet": ("stroke-chronic", "dunet-tiny"),
+}
+
+
+@dataclass
+class DemoResult:
+    """What the demo produced.
+
+    Attributes:
+        out_dir: The demo folder.
+        dice: Held-out Dice per case.
+        seconds: Wall time per step.
+        files: Named outputs (model, predictions, evaluation, pictures).
+    """
+
+    out_dir: Path
+    dice: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def mean_dice(self) -> float:
+        """Mean held-out Dice."""
+        return float(np.mean(list(self.dice.values()))) if self.dice else float("nan")
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _dice(pred: np.ndarray, ref: np.ndarray) -> float:
+    p, r = pred > 0, ref > 0
+    denom = int(p.sum() + r.sum())
+    return 1.0 if denom == 0 else 2.0 * int((p & r).sum()) / denom
+
+
+def _evaluate(pred_dir: Path, data_dir: Path, out: Path, cases: list[str]) -> dict[str, float]:
+    """Dice per case through the evaluation API (plain Dice if it is not installed)."""
+    try:
+        from lesionseg.evaluation import evaluate
+        from lesionseg.evaluation.outputs import write_outputs
+    except ImportError:
+        from lesionseg.data.nifti import load_nifti
+
+        return {
+            c: _dice(
+                load_nifti(pred_dir / f"{c}_seg.nii.gz").data,
+                load_nifti(data_dir / "labelsTs" / f"{c}.nii.gz").data,
+            )
+            for c in cases
+        }
+    result = evaluate(pred_dir, data_dir / "labelsTs")
+    write_outputs(result, out, overwrite=True)
+    dice: dict[str, float] = {}
+    regions = {str(r.get("region")) for r in result.rows}
+    for row in result.rows:  # binary tasks: the lesion label's row of each case
+        if len(regions) == 1 or str(row.get("region")) in ("label1", "1", "lesion"):
+            dice[str(row["case"])] = float(row["dice"])
+    return dice
+
+
+def _pictures(
+    data_dir: Path, pred_dir: Path, cases: list[str], channel: str, path: Path
+) -> Path | None:
+    """Reference and predicted outlines of up to two held-out subjects."""
+    try:
+        from lesionseg.report.slices import SliceRow, lesion_centre, save_slices
+    except ImportError:
+        return None
+    from lesionseg.data.dataset import load_dataset
+    from lesionseg.data.nifti import load_nifti, to_canonical
+
+    dataset = load_dataset(data_dir)
+    rows = []
+    for case in cases[:2]:
+        subject = dataset.subject(case)
+        image, _ = to_canonical(load_nifti(subject.channels[channel]))
+        ref, _ = to_canonical(load_nifti(subject.label, dtype=None))
+        pred, _ = to_canonical(load_nifti(pred_dir / f"{case}_seg.nii.gz", dtype=None))
+        centre = tuple(int(c) for c in lesion_centre(np.asarray(ref.data)))
+        for title, label in (("reference", ref.data), ("prediction", pred.data)):
+            rows.append(
+                SliceRow(
+                    f"{case} {title}",
+                    {channel: image.data},
+                    image.grid.spacing,
+                    label=np.asarray(label).astype(np.uint8),
+                    centre=centre,
+                )
+            )
+    return save_slices(rows, path)
+
+
+def run_demo(
+    out_dir: str | Path = "lesionseg-demo",
+    *,
+    method: str = "deepmedic",
+    subjects: int = 20,
+    seed: int = 0,
+    device: str = "auto",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> DemoResult:
+    """Synthesise phantoms, train the method's tiny recipe, predict and evaluate held-out cases.
+
+    Args:
+        out_dir: Demo folder.
+        method: ``deepmedic`` (MS phantoms) or another key of :data:`METHODS`.
+        subjects: Phantoms to synthesise (20 % are held out).
+        seed: Seed of the phantoms and of training.
+        device: Training and prediction device.
+        overwrite: Redo every step.
+        progress: Progress bars.
+
+    Raises:
+        LesionsegError: Unknown method, or a step's own error.
+    """
+    from lesionseg.cli.main import main as cli
+    from lesionseg.training.recipe import find_recipe
+    from lesionseg.training.trainer import resume, train
+
+    if method not in METHODS:
+        raise LesionsegError(f"--method: unknown method {method!r} (known: {', '.join(METHODS)})")
+    task, recipe = METHODS[method]
+    find_recipe(recipe)  # fail now, not after synthesis, if the recipe is missing
+    out = Path(out_dir)
+    data, model = out / "data", out / "model"
+    preds, evaluation, pictures = out / "predictions", out / "evaluation", out / "pictures"
+    result = DemoResult(out)
+
+    tic = time.perf_counter()
+    if overwrite or not (data / "dataset.json").is_file():
+        _say(f"[1/4] synthesising {subjects} '{task}' phantoms at 2 mm into {data}")
+        args = [
+            "synth",
+            task,
+            "-o",
+            str(data),
+            "--subjects",
+            str(subjects),
+            "--seed",
+            str(seed),
+            "--spacing",
+            "2",
+            "--overwrite",
+        ]
+        if cli(args) != 0:
+            raise LesionsegError("phantom synthesis failed (see the message above)")
+    else:
+        _say(f"[1/4] reusing the phantoms in {data}")
+    result.seconds["synthesis"] = time.perf_counter() - tic
+
+    tic = time.perf_counter()
+    finished = (model / "training.json").is_file() and (model / "model.safetensors").is_file()
+    if finished and not overwrite:
+        _say(f"[2/4] reusing the trained model in {model}")
+    elif (model / "checkpoint.pt").is_file() and not overwrite:
+        _say(f"[2/4] resuming the training in {model}")
+        resume(model, device=device, progress=progress)
+    else:
+        _say(f"[2/4] training {recipe} on the training phantoms into {model}")
+        train(
+            recipe,
+            data,
+            model,
+            seed=seed,
+            device=device,
+            overwrite=True,
+            progress=progress,
+            cache=out / "cache",
+        )
+    result.seconds["training"] = time.perf_counter() - tic
+
+    tic = time.perf_counter()
+    _say(f"[3/4] predicting the held-out phantoms into {preds}")
+    args = ["predict", "-m", str(model), "-i", str(data), "-o", str(preds), "--overwrite"]
+    if device != "auto":
+        args += ["--device", device]
+    if cli(args) != 0:
+        raise LesionsegError("prediction failed (see the message above)")
+    cases = sorted(p.name[: -len("_seg.nii.gz")] for p in preds.glob("*_seg.nii.gz"))
+    result.seconds["prediction"] = time.perf_counter() - tic
+
+    tic = time.perf_counter()
+    _say(f"[4/4] evaluating against the reference labels into {evaluation}")
+    result.dice = _evaluate(preds, data, evaluation, cases)
+    channel = json.loads((data / "dataset.json").read_text())["channel_names"]
+    channel_names = [channel[k] for k in sorted(channel, key=int)]
+    main_channel = "FLAIR" if "FLAIR" in channel_names else channel_names[0]
+    picture = _pictures(data, preds, cases, main_channel, pictures / "heldout.png")
+    result.seconds["evaluation"] = time.perf_counter() - tic
+
+    result.files = {
+        "model": model,
+        "predictions": preds,
+        "evaluation": evaluation,
+        "training curves": model / "progress.png",
+    }
+    if picture is not None:
+        result.files["pictures"] = picture
+    return result

@@ -1,0 +1,509 @@
+"""Recipes: YAML files that name a method's parts and settings, validated before training.
+
+A recipe has these sections (all but ``model`` and ``sampler`` optional)::
+
+    name: deepmedic-tiny
+    imports: [my_package.my_parts]   # modules that register extra models, losses, ...
+    model: {name: deepmedic, ...options}
+    preprocess: {target_spacing: [1, 1, 1], ...}        # PreprocessConfig fields
+    sampler: {name: segments, output_size: [9, 9, 9], augment: [...], ...}
+    loss: {name: cross_entropy, ...}
+    optimizer: {name: rmsprop-nesterov, lr: 1.0e-3, ...}
+    schedule: {name: plateau, patience: 3}
+    train: {epochs: 35, batch_size: 10, batches_per_epoch: 100, l1: 0, l2: 0, workers: 1,
+            amp: true, grad_clip: null, early_stopping: {patience: 5, min_delta: 0}}
+    stages:                                          # default: one stage "main"
+      - {name: warmup, epochs: 5, sampler: {augment_probability: 0}, loss: {...}}
+      - {name: main, network: second, model: {...}, optimizer: {...}}
+    validation: {every: 5, cases: 0.2}
+    predict: {tile: [45, 45, 45], postprocess: [...]}
+
+``batch_size`` is the batch of the whole run: under torchrun each of N processes draws
+``batch_size / N`` examples. ``early_stopping.patience`` counts validations without an
+improvement of the validation Dice by more than ``min_delta``; ``l1``/``l2`` penalise
+convolution and fully connected weights only.
+
+A stage takes every ``train`` key (``epochs``, ``batch_size``, …) and may override
+``sampler``, ``loss``, ``optimizer`` and ``schedule``: an override with the same
+``name`` (or none) is merged into the recipe's section, one with another name
+replaces it. ``network`` names the network the stage trains (default ``main``);
+a stage that names a new network builds it from its own ``model`` section (default:
+the recipe's), so the cascade's two networks and EDD-then-MUSCLE fit one run.
+
+:func:`load_recipe` accepts a path or the name of a packaged recipe
+(``lesionseg/configs/<name>.yaml``); :meth:`Recipe.resolved` is the complete recipe
+with every default filled in, which is what gets saved with a model.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lesionseg.errors import LesionsegError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+SECTIONS = (
+    "name", "description", "imports", "seed", "model", "preprocess", "sampler", "loss",
+    "optimizer", "schedule", "train", "stages", "validation", "predict",
+)  # fmt: skip
+
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "epochs": 10,
+    "batch_size": 10,
+    "batches_per_epoch": 100,
+    "l1": 0.0,
+    "l2": 0.0,
+    "workers": 1,
+    "amp": True,  # only takes effect on CUDA
+    "early_stopping": None,  # {patience: N (validations), min_delta: d}
+    "grad_clip": None,
+}
+DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "imports": [],
+    "preprocess": {},
+    "loss": {"name": "cross_entropy"},
+    "optimizer": {"name": "adam", "lr": 1e-3},
+    "schedule": {"name": "constant"},
+    "validation": {"every": 1, "cases": 0.2, "tile": None, "max_cases": 10},
+    "predict": {"tile": None, "postprocess": []},
+}
+STAGE_PARTS = ("sampler", "loss", "optimizer", "schedule")
+STAGE_KEYS = ("name", "network", "model", *STAGE_PARTS, *TRAIN_DEFAULTS)
+
+# Arguments the engine passes to part factories itself; a recipe must not set them.
+ENGINE_ARGS = {
+    "model": (),  # in_channels and num_classes come from the data unless the recipe sets them
+    "sampler": ("subjects", "geometry", "context"),
+    "optimizer": ("params",),
+    "schedule": ("base_lr", "epochs"),
+    "loss": (),
+}
+
+
+def _err(where: str, message: str) -> LesionsegError:
+    return LesionsegError(f"recipe {where}: {message}")
+
+
+def _merge(base: dict, override: dict) -> dict:
+    """Override a part: same (or no) name → merge the options, other name → replace."""
+    if override.get("name", base.get("name")) != base.get("name"):
+        return copy.deepcopy(override)
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _model_section(raw: Any, where: str) -> dict:
+    """Normalise ``{name, ...options}`` or ``{name, options: {...}}`` to ``{name, options}``."""
+    if not isinstance(raw, dict) or "name" not in raw:
+        raise _err(where, "must be a mapping with a 'name' (e.g. {name: deepmedic})")
+    if "options" in raw:
+        extra = sorted(set(raw) - {"name", "options"})
+        if extra:
+            raise _err(where, f"give options either flat or under 'options', not both ({extra})")
+        options = dict(raw["options"] or {})
+    else:
+        options = {k: v for k, v in raw.items() if k != "name"}
+    return {"name": str(raw["name"]), "options": options}
+
+
+def import_parts(extra: list[str] | tuple[str, ...] = ()) -> None:
+    """Import every module that registers parts (models, losses, samplers, ...).
+
+    Also imports the modules a recipe lists under ``imports``.
+    """
+    import pkgutil
+
+    for package_name in ("lesionseg.models", "lesionseg.losses", "lesionseg.postprocess"):
+        try:
+            package = importlib.import_module(package_name)
+        except ImportError:
+            continue
+        for info in pkgutil.iter_modules(getattr(package, "__path__", [])):
+            if not info.name.startswith("_"):
+                try:
+                    importlib.import_module(f"{package_name}.{info.name}")
+                except ImportError:  # a part whose optional dependency is not installed
+                    continue
+    for name in extra:
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            raise _err("imports", f"cannot import {name!r} ({err})") from None
+
+
+def _registries() -> dict[str, Any]:
+    from lesionseg.losses import LOSSES
+    from lesionseg.models import MODELS
+    from lesionseg.sampling import SAMPLERS
+    from lesionseg.training.optim import OPTIMIZERS
+    from lesionseg.training.schedules import SCHEDULES
+
+    return {
+        "model": MODELS,
+        "sampler": SAMPLERS,
+        "loss": LOSSES,
+        "optimizer": OPTIMIZERS,
+        "schedule": SCHEDULES,
+    }
+
+
+def _check_options(kind: str, factory: Callable, options: dict, where: str) -> None:
+    """Fail early, naming the key, when a part does not take an option the recipe gives."""
+    reserved = [k for k in options if k in ENGINE_ARGS[kind]]
+    if reserved:
+        raise _err(f"{where}.{reserved[0]}", "is set by lesionseg itself; remove it")
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):
+        return
+    params = signature.parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        accepted = None
+        if inspect.isclass(factory):  # **kwargs forwarded to the base class: check those too
+            accepted = set()
+            for cls in factory.__mro__:
+                init = cls.__dict__.get("__init__")
+                if init is None:
+                    continue
+                sig = inspect.signature(init).parameters
+                accepted |= set(sig)
+                if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.values()):
+                    break
+            else:
+                accepted = None
+    else:
+        accepted = set(params)
+    if accepted is not None:
+        unknown = [k for k in options if k not in accepted]
+        if unknown:
+            known = sorted(
+                k
+                for k in accepted
+                if k not in ("self", "args", "kwargs") and k not in ENGINE_ARGS[kind]
+            )
+            raise _err(
+                f"{where}.{unknown[0]}",
+                f"unknown option of {kind} "
+                f"{getattr(factory, '__name__', '')!s} (known: {', '.join(known)})",
+            )
+
+
+def _positive_int(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _err(where, f"must be a positive integer, got {value!r}")
+    return value
+
+
+def _non_negative(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise _err(where, f"must be a number ≥ 0, got {value!r}")
+    return float(value)
+
+
+@dataclass
+class Recipe:
+    """A validated recipe.
+
+    Attributes:
+        data: The resolved recipe (all defaults filled in, model as ``{name, options}``).
+        source: Where it was read from (a path, or None).
+    """
+
+    data: dict[str, Any]
+    source: Path | None = None
+    raw: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def name(self) -> str:
+        """The recipe's name."""
+        return str(self.data.get("name", "recipe"))
+
+    def resolved(self) -> dict[str, Any]:
+        """A deep copy of the resolved recipe (what is saved with a model)."""
+        return copy.deepcopy(self.data)
+
+    def stages(self) -> list[dict[str, Any]]:
+        """Every stage with its complete settings (train keys and the four parts)."""
+        return copy.deepcopy(self.data["stages"])
+
+    def to_yaml(self) -> str:
+        """The resolved recipe as YAML."""
+        return yaml.safe_dump(self.data, sort_keys=False, default_flow_style=None)
+
+    def with_overrides(self, overrides: dict[str, Any]) -> Recipe:
+        """A new recipe with dotted keys set (``{"train.epochs": 2}``) and re-validated.
+
+        ``epochs`` and other ``train`` keys set this way apply to every stage.
+        """
+        if self.raw is not None:  # overrides act on the recipe as written
+            raw = copy.deepcopy(self.raw)
+            for dotted, value in overrides.items():
+                _set_dotted(raw, dotted, value)
+            return resolve(raw, self.source)
+        raw = copy.deepcopy(self.data)
+        # Un-resolve stage values equal to the recipe-wide ones, so overrides reach them.
+        for stage in raw.get("stages") or []:
+            for key in ("model", *STAGE_PARTS):
+                if stage.get(key) == raw.get(key):
+                    stage.pop(key, None)
+            for key in TRAIN_DEFAULTS:
+                if key in stage and stage[key] == raw["train"].get(key):
+                    stage.pop(key)
+        for dotted, value in overrides.items():
+            _set_dotted(raw, dotted, value)
+        return resolve(raw, self.source)
+
+
+def _set_dotted(raw: dict, dotted: str, value: Any) -> None:
+    """Set ``a.b.c`` in a raw recipe; a ``train.<key>`` override also reaches every stage."""
+    keys = dotted.split(".")
+    node = raw
+    try:
+        for key in keys[:-1]:
+            if isinstance(node, list):
+                node = node[int(key)]
+            else:
+                if (
+                    key == "model"
+                    and node is raw
+                    and "options" in node.get("model", {})
+                    and keys[1] != "options"
+                    and keys[1] != "name"
+                ):
+                    node = node["model"]["options"]  # model.widths → model.options.widths
+                    continue
+                node = node.setdefault(key, {})
+        if isinstance(node, list):
+            node[int(keys[-1])] = value
+        else:
+            node[keys[-1]] = value
+    except (ValueError, IndexError, TypeError, AttributeError):
+        raise _err(dotted, "cannot set this key") from None
+    if keys[0] == "train" and len(keys) == 2:
+        for stage in raw.get("stages") or []:
+            stage.pop(keys[1], None)
+
+
+def resolve(raw: dict[str, Any], source: Path | None = None) -> Recipe:
+    """Fill in defaults and validate a recipe read from YAML.
+
+    Raises:
+        LesionsegError: Naming the offending key (``recipe stages[1].optimizer.lr: ...``).
+    """
+    if not isinstance(raw, dict):
+        raise LesionsegError("recipe: expected a mapping at the top level", source)
+    unknown = [k for k in raw if k not in SECTIONS]
+    if unknown:
+        raise _err(unknown[0], f"unknown section (known: {', '.join(SECTIONS)})")
+    data: dict[str, Any] = copy.deepcopy(DEFAULTS)
+    for key, value in raw.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict) and key not in STAGE_PARTS:
+            data[key] = {**data[key], **copy.deepcopy(value)}
+        elif value is not None:
+            data[key] = copy.deepcopy(value)
+    data.setdefault("name", source.stem if source else "recipe")
+    if not isinstance(data["imports"], list):
+        raise _err("imports", "must be a list of module names")
+    import_parts(data["imports"])
+    registries = _registries()
+
+    if "model" not in raw:
+        raise _err("model", "is required (e.g. model: {name: deepmedic})")
+    data["model"] = _model_section(raw["model"], "model")
+    if "sampler" not in raw:
+        raise _err("sampler", "is required (e.g. sampler: {name: segments, output_size: 9})")
+    for part in STAGE_PARTS:
+        if not isinstance(data.get(part), dict) or "name" not in data[part]:
+            raise _err(part, f"must be a mapping with a 'name', got {data.get(part)!r}")
+
+    train = {**TRAIN_DEFAULTS, **(raw.get("train") or {})}
+    bad = [k for k in train if k not in TRAIN_DEFAULTS]
+    if bad:
+        raise _err(f"train.{bad[0]}", f"unknown key (known: {', '.join(TRAIN_DEFAULTS)})")
+    data["train"] = train
+
+    stages_raw = raw.get("stages") or [{"name": "main"}]
+    if not isinstance(stages_raw, list):
+        raise _err("stages", "must be a list of stages")
+    stages = []
+    networks: dict[str, dict] = {}
+    for i, stage_raw in enumerate(stages_raw):
+        where = f"stages[{i}]"
+        if not isinstance(stage_raw, dict):
+            raise _err(where, f"must be a mapping, got {stage_raw!r}")
+        bad = [k for k in stage_raw if k not in STAGE_KEYS]
+        if bad:
+            raise _err(f"{where}.{bad[0]}", f"unknown key (known: {', '.join(STAGE_KEYS)})")
+        stage: dict[str, Any] = {"name": str(stage_raw.get("name", f"stage{i + 1}"))}
+        stage["network"] = str(stage_raw.get("network", "main"))
+        if "model" in stage_raw:
+            stage["model"] = _model_section(stage_raw["model"], f"{where}.model")
+        elif stage["network"] in networks:
+            stage["model"] = copy.deepcopy(networks[stage["network"]])
+        else:
+            stage["model"] = copy.deepcopy(data["model"])
+        if stage["network"] in networks and stage["model"] != networks[stage["network"]]:
+            raise _err(
+                f"{where}.model",
+                f"network {stage['network']!r} was built differently "
+                "by an earlier stage; give the stage another network name",
+            )
+        networks[stage["network"]] = stage["model"]
+        for key in TRAIN_DEFAULTS:
+            stage[key] = copy.deepcopy(stage_raw.get(key, train[key]))
+        for part in STAGE_PARTS:
+            override = stage_raw.get(part)
+            if override is not None and not isinstance(override, dict):
+                raise _err(f"{where}.{part}", f"must be a mapping, got {override!r}")
+            stage[part] = _merge(data[part], override or {})
+        _validate_stage(stage, where, registries)
+        stages.append(stage)
+    names = [s["name"] for s in stages]
+    if len(set(names)) != len(names):
+        raise _err("stages", f"stage names must be unique, got {names}")
+    data["stages"] = stages
+
+    val = data["validation"]
+    _positive_int(val.get("every"), "validation.every")
+    cases = val.get("cases")
+    if not (isinstance(cases, list) or (isinstance(cases, int | float) and cases >= 0)):
+        raise _err(
+            "validation.cases", f"must be a count, a fraction or a list of ids, got {cases!r}"
+        )
+    from lesionseg.preprocess import PreprocessConfig
+
+    data["preprocess"] = PreprocessConfig.from_dict(data["preprocess"]).to_dict()
+    if not isinstance(data["predict"].get("postprocess") or [], list):
+        raise _err("predict.postprocess", "must be a list of steps")
+    if not isinstance(data["seed"], int):
+        raise _err("seed", f"must be an integer, got {data['seed']!r}")
+    for i, stage in enumerate(stages):
+        if stage["model"] not in [s["model"] for s in stages[:i]]:
+            _check_model_builds(stage["model"], registries["model"], f"stages[{i}].model")
+    data = {k: data[k] for k in SECTIONS if k in data}
+    return Recipe(data, source, copy.deepcopy(raw))
+
+
+def _check_model_builds(spec: dict, models, where: str) -> None:
+    """Build the network once (1 channel, 2 classes) so bad options fail before any data work."""
+    import torch
+
+    options = {"in_channels": 1, "num_classes": 2, **spec["options"]}
+    with torch.random.fork_rng(devices=[]):
+        try:
+            models.build(spec["name"], **options)
+        except LesionsegError as err:
+            raise _err(where, str(err)) from None
+        except (TypeError, ValueError) as err:
+            raise _err(where, f"{spec['name']}: {err}") from None
+
+
+def _validate_stage(stage: dict, where: str, registries: dict) -> None:
+    for key in ("epochs", "batch_size", "batches_per_epoch"):
+        _positive_int(stage[key], f"{where}.{key}")
+    for key in ("l1", "l2"):
+        _non_negative(stage[key], f"{where}.{key}")
+    if (
+        isinstance(stage["workers"], bool)
+        or not isinstance(stage["workers"], int)
+        or stage["workers"] < 0
+    ):
+        raise _err(f"{where}.workers", f"must be an integer ≥ 0, got {stage['workers']!r}")
+    stop = stage["early_stopping"]
+    if stop is not None:
+        if not isinstance(stop, dict) or "patience" not in stop:
+            raise _err(f"{where}.early_stopping", "must be null or {patience: N, min_delta: d}")
+        _positive_int(stop["patience"], f"{where}.early_stopping.patience")
+    model = stage["model"]
+    _check_options(
+        "model", registries["model"].get(model["name"]), model["options"], f"{where}.model"
+    )
+    for part in STAGE_PARTS:
+        spec = stage[part]
+        factory = registries[part].get(spec["name"])
+        options = {k: v for k, v in spec.items() if k != "name"}
+        _check_options(part, factory, options, f"{where}.{part}")
+    lr = stage["optimizer"].get("lr")
+    if lr is not None:
+        _non_negative(lr, f"{where}.optimizer.lr")
+    augment = stage["sampler"].get("augment") or []
+    from lesionseg.augment import AUGMENTATIONS
+
+    if not isinstance(augment, list):
+        raise _err(f"{where}.sampler.augment", "must be a list of {name: ..., ...}")
+    for j, spec in enumerate(augment):
+        if not isinstance(spec, dict) or "name" not in spec:
+            raise _err(f"{where}.sampler.augment[{j}]", "must be a mapping with a 'name'")
+        AUGMENTATIONS.get(spec["name"])
+
+
+def find_recipe(name_or_path: str | Path) -> Path:
+    """The file of a recipe given as a path or as the name of a packaged recipe.
+
+    Raises:
+        LesionsegError: Neither a file nor a packaged recipe (lists the packaged ones).
+    """
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    for candidate in (CONFIG_DIR / f"{name_or_path}.yaml", CONFIG_DIR / f"{name_or_path}.yml"):
+        if candidate.is_file():
+            return candidate
+    if path.suffix in (".yaml", ".yml") or path.parent != Path("."):
+        raise LesionsegError("recipe file not found", path)
+    packaged = ", ".join(available_recipes())
+    raise LesionsegError(
+        f"no recipe file or packaged recipe called {str(name_or_path)!r} (packaged: {packaged})"
+    )
+
+
+def available_recipes() -> list[str]:
+    """Names of the recipes shipped with lesionseg."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def load_recipe(name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
+    """Read, resolve and validate a recipe.
+
+    Args:
+        name_or_path: A YAML file, or the name of a packaged recipe (``deepmedic-tiny``).
+        overrides: Dotted keys to set before validation (``{"train.epochs": 2}``).
+
+    Raises:
+        LesionsegError: Unreadable YAML or an invalid recipe, naming the key.
+    """
+    path = find_recipe(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise LesionsegError(f"invalid YAML ({' '.join(str(err).split())})", path) from None
+    try:
+        recipe = resolve(raw or {}, path)
+        if overrides:
+            recipe = recipe.with_overrides(overrides)
+    except LesionsegError as err:
+        if err.path is None:
+            raise LesionsegError(str(err), path) from None
+        raise
+    return recipe
+
+
+def recipe_from_dict(data: dict[str, Any]) -> Recipe:
+    """Re-validate a resolved recipe (e.g. from a model's config.json); resolving is idempotent."""
+    return resolve(copy.deepcopy(data))

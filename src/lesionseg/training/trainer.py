@@ -1,0 +1,669 @@
+"""The one training loop that every recipe runs.
+
+A run is a list of stages (see :mod:`lesionseg.training.recipe`); each stage
+trains one named network with its own sampler, loss, optimiser, schedule and
+length. After every epoch the loop may validate (full-volume segmentation of the
+validation cases, mean Dice), steps the learning-rate schedule, keeps the best
+and the last model, logs (progress bar, CSV, TensorBoard, ``progress.png``) and
+writes a checkpoint from which :func:`resume` continues exactly: batches are a
+function of (seed, stage, epoch, rank, batch), and the torch random state (dropout)
+is reseeded from (seed, stage, epoch, rank) at the start of each epoch, so a
+resumed run repeats the interrupted epoch bit for bit.
+
+Model folder::
+
+    model.safetensors, config.json   best model (last one when there is no validation)
+    last/                            the model after the last epoch
+    networks/<name>/                 other networks of multi-network runs (cascade)
+    recipe.yaml  run.json  splits.json  log.csv  progress.png  tensorboard/
+    checkpoint.pt                    for --resume
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from lesionseg import __version__
+from lesionseg.data.atomic import write_json_atomic, write_text_atomic
+from lesionseg.errors import LesionsegError
+from lesionseg.training import distributed as dist_utils
+from lesionseg.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from lesionseg.training.history import TensorBoardLog, plot_progress, write_csv
+from lesionseg.training.optim import build_optimizer
+from lesionseg.training.recipe import Recipe, load_recipe, recipe_from_dict
+from lesionseg.training.regularization import penalised_weights, weight_penalty
+from lesionseg.training.schedules import build_schedule
+from lesionseg.training.splits import holdout_split, kfold_splits
+
+
+@dataclass
+class RunSettings:
+    """Everything about a run that is not in the recipe (saved as ``run.json``).
+
+    Attributes:
+        dataset: Data set folder or manifest.
+        out_dir: Model folder.
+        fold: Validation fold (None: hold out ``validation.cases``).
+        folds: Number of folds.
+        seed: Run seed (default: the recipe's).
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+        cache: Preprocessed cache folder (default: shared, next to the model folder).
+        progress: Show progress bars (rank 0).
+    """
+
+    dataset: str
+    out_dir: str
+    fold: int | None = None
+    folds: int = 5
+    seed: int | None = None
+    device: str = "auto"
+    cache: str | None = None
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    """What a finished run reports.
+
+    Attributes:
+        out_dir: The model folder.
+        best_dice: Best validation Dice of the final network (None without validation).
+        epochs: Epochs trained in all stages.
+        seconds: Wall time of this invocation.
+        history: One row per epoch.
+    """
+
+    out_dir: Path
+    best_dice: float | None
+    epochs: int
+    seconds: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _derived_seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+def default_cache_dir(dataset, out_dir: Path, preprocess: dict) -> Path:
+    """A cache folder next to the model folder, shared by runs with the same data and settings."""
+    key = json.dumps([str(dataset.root), dataset.channel_names, preprocess], sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    name = "".join(c if c.isalnum() or c in "-_" else "_" for c in dataset.name)
+    return out_dir.resolve().parent / "lesionseg-cache" / f"{name}-{digest}"
+
+
+def build_network(model_spec: dict, in_channels: int, num_classes: int, seed: int) -> nn.Module:
+    """Build a network from ``{name, options}`` with a seeded initialisation.
+
+    Raises:
+        LesionsegError: Unknown model, bad option, or channel count that does not fit the data.
+    """
+    from lesionseg.models import MODELS
+
+    options = dict(model_spec["options"])
+    if options.get("in_channels", in_channels) != in_channels:
+        raise LesionsegError(
+            f"recipe model.in_channels is {options['in_channels']} but the "
+            f"data set has {in_channels} channel(s)"
+        )
+    options["in_channels"] = in_channels
+    options.setdefault("num_classes", num_classes)
+    devices = []  # fork_rng needs no CUDA devices here: init happens on the CPU
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        try:
+            model = MODELS.build(model_spec["name"], **options)
+        except (TypeError, ValueError) as err:
+            raise LesionsegError(f"model {model_spec['name']!r}: {err}") from None
+    if not hasattr(model, "geometry"):
+        raise LesionsegError(f"model {model_spec['name']!r} has no geometry attribute")
+    return model
+
+
+def model_config(recipe: Recipe, channel_names, labels, network: str, extra=None) -> dict:
+    """The ``config.json`` content saved with a trained network."""
+    resolved = recipe.resolved()
+    stage = next((s for s in resolved["stages"] if s["network"] == network), None)
+    if stage is not None:
+        resolved["model"] = stage["model"]
+    # Flat {name, **options}: the form every reader of config.json understands.
+    resolved["model"] = {"name": resolved["model"]["name"], **resolved["model"]["options"]}
+    return {
+        "recipe": resolved,
+        "channel_names": list(channel_names),
+        "labels": {str(k): v for k, v in labels.items()},
+        "preprocess": resolved["preprocess"],
+        "lesionseg_version": __version__,
+        "network": network,
+        **(extra or {}),
+    }
+
+
+@dataclass
+class _Step:
+    """What one optimisation step needs (model may be the DDP wrapper of network)."""
+
+    model: nn.Module
+    network: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: Any
+    loss_fn: nn.Module
+    penalised: list
+    l1: float
+    l2: float
+    grad_clip: float | None
+    amp: bool
+    device: torch.device
+
+    def __call__(self, batch: dict[str, torch.Tensor], where: str) -> float:
+        """Forward, loss (+ L1/L2), backward and update; returns the loss."""
+        image = batch["image"].to(self.device, non_blocking=True)
+        target = batch["target"].to(self.device, non_blocking=True)
+        with torch.autocast("cuda", enabled=self.amp):
+            logits = self.model(image)
+            if logits.shape[2:] != target.shape[-(logits.dim() - 2) :]:
+                raise LesionsegError(
+                    f"model output {tuple(logits.shape[2:])} does not match the sampler's "
+                    f"target {tuple(target.shape[1:])}; check {where}.sampler against the "
+                    "model's geometry"
+                )
+            loss = self.loss_fn(logits.float(), target)
+        objective = loss
+        if self.l1 or self.l2:
+            objective = loss + weight_penalty(self.penalised, self.l1, self.l2)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(objective).backward()
+            if self.grad_clip:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.network.parameters(), self.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            objective.backward()
+            if self.grad_clip:
+                nn.utils.clip_grad_norm_(self.network.parameters(), self.grad_clip)
+            self.optimizer.step()
+        return float(loss.detach())
+
+
+class Trainer:
+    """Runs a recipe on a data set (see the module docstring).
+
+    Args:
+        recipe: The validated recipe.
+        settings: Data set, model folder, fold, seed, device, cache.
+    """
+
+    def __init__(self, recipe: Recipe, settings: RunSettings):
+        self.recipe = recipe
+        self.settings = settings
+        self.out = Path(settings.out_dir)
+        self.seed = int(settings.seed if settings.seed is not None else recipe.data["seed"])
+        self.info = dist_utils.DistInfo()
+        self.networks: dict[str, nn.Module] = {}
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, dict[str, Any]] = {}
+
+    # -- set-up ---------------------------------------------------------------------------
+    def _log(self, message: str) -> None:
+        if self.info.is_main and self.settings.progress:
+            tqdm.write(message, file=sys.stderr)
+
+    def _prepare_data(self) -> None:
+        from lesionseg.data.dataset import load_dataset
+        from lesionseg.preprocess import PreprocessConfig, open_cache, preprocess_dataset
+
+        dataset = load_dataset(self.settings.dataset)
+        train_subjects = dataset.split("train")
+        if not train_subjects:
+            raise LesionsegError("the data set has no training subjects", self.settings.dataset)
+        preprocess = self.recipe.data["preprocess"]
+        cache_dir = (
+            Path(self.settings.cache)
+            if self.settings.cache
+            else default_cache_dir(dataset, self.out, preprocess)
+        )
+        if self.info.is_main:
+            self._log(f"preprocessing {len(train_subjects)} subject(s) into {cache_dir}")
+            preprocess_dataset(
+                dataset,
+                cache_dir,
+                PreprocessConfig.from_dict(preprocess),
+                subjects=train_subjects,
+                progress=self.settings.progress,
+            )
+        dist_utils.barrier(self.info)
+        cache = open_cache(cache_dir)
+        self.channel_names = list(dataset.channel_names)
+        self.labels = dict(dataset.labels)
+        self.num_classes = max(self.labels) + 1
+        by_id = {s.id: s for s in cache.subjects}
+        ids = [s.id for s in train_subjects]
+        splits_path = self.out / "splits.json"
+        if splits_path.is_file() and self._resuming:
+            split = json.loads(splits_path.read_text())["split"]
+        else:
+            if self.settings.fold is not None:
+                all_splits = kfold_splits(ids, self.settings.folds, self.seed)
+                if not 0 <= self.settings.fold < self.settings.folds:
+                    raise LesionsegError(
+                        f"--fold must be in 0..{self.settings.folds - 1}, got {self.settings.fold}"
+                    )
+                split = all_splits[self.settings.fold]
+            else:
+                all_splits = None
+                split = holdout_split(ids, self.recipe.data["validation"]["cases"], self.seed)
+            if self.info.is_main:
+                write_json_atomic(
+                    splits_path,
+                    {
+                        "fold": self.settings.fold,
+                        "folds": self.settings.folds,
+                        "seed": self.seed,
+                        "split": split,
+                        "all_folds": all_splits,
+                    },
+                )
+        self.train_subjects = [by_id[i] for i in split["train"]]
+        limit = self.recipe.data["validation"].get("max_cases")
+        self.val_subjects = [by_id[i] for i in split["validation"]][: limit or None]
+
+    def _network(self, stage_index: int, stage: dict) -> nn.Module:
+        name = stage["network"]
+        if name not in self.networks:
+            index = list(dict.fromkeys(s["network"] for s in self.recipe.data["stages"])).index(
+                name
+            )
+            self.networks[name] = build_network(
+                stage["model"],
+                len(self.channel_names),
+                self.num_classes,
+                _derived_seed(self.seed, 1_000_003, index),
+            )
+        return self.networks[name]
+
+    # -- saving ---------------------------------------------------------------------------
+    def _save_network(self, name: str, folder: Path, extra: dict | None = None) -> None:
+        from lesionseg.models.io import save_model
+
+        config = model_config(self.recipe, self.channel_names, self.labels, name, extra)
+        save_model(self.networks[name], config, folder, overwrite=True)
+
+    def _network_folder(self, name: str, final: str) -> Path:
+        return self.out if name == final else self.out / "networks" / name
+
+    def _write_logs(self, tensorboard: TensorBoardLog) -> None:
+        write_csv(self.out / "log.csv", self.history)
+        if self.history:
+            tensorboard.log(self.history[-1])
+            plot_progress(self.out / "progress.png", self.history)
+
+    # -- the loop ---------------------------------------------------------------------------
+    def _train_epoch(
+        self, step: _Step, loader, stage: dict, si: int, epoch: int, per_rank: int
+    ) -> tuple[float, int, float]:
+        """One epoch of steps with a progress bar; returns (loss sum, steps, seconds)."""
+        info = self.info
+        step.model.train()
+        tic = time.perf_counter()
+        total, count = 0.0, 0
+        bar = tqdm(
+            total=stage["batches_per_epoch"],
+            unit="batch",
+            leave=False,
+            desc=f"{stage['name']} {epoch + 1}/{stage['epochs']}",
+            disable=not (info.is_main and self.settings.progress),
+        )
+        for batch in loader.epoch(si, epoch):
+            value = step(batch, f"stages[{si}]")
+            if not math.isfinite(value):
+                raise LesionsegError(
+                    f"training loss became {value} in stage {stage['name']!r}, "
+                    f"epoch {epoch + 1}; lower the learning rate"
+                )
+            total += value
+            count += 1
+            bar.update(1)
+            speed = count * per_rank * info.world_size / (time.perf_counter() - tic)
+            bar.set_postfix(loss=f"{total / count:.4f}", seg_s=f"{speed:.1f}")
+        bar.close()
+        dist_utils.broadcast_buffers(info, step.network)
+        return total, count, time.perf_counter() - tic
+
+    def run(self, state: dict[str, Any] | None = None) -> TrainResult:
+        """Train every stage (from the checkpoint ``state`` when resuming)."""
+        from lesionseg.losses import build_loss
+        from lesionseg.sampling import SAMPLERS
+        from lesionseg.sampling.loader import BatchLoader
+        from lesionseg.training.validation import validate
+
+        started = time.perf_counter()
+        self._resuming = state is not None
+        self.info = dist_utils.setup(self.settings.device)
+        info = self.info
+        try:
+            self._prepare_data()
+            stages = self.recipe.stages()
+            final = stages[-1]["network"]
+            start_stage, start_epoch = 0, 0
+            if state is not None:
+                self.history = list(state["history"])
+                self.best = dict(state["best"])
+                start_stage, start_epoch = int(state["stage"]), int(state["epoch"])
+                for name, weights in state["networks"].items():
+                    index = next(i for i, s in enumerate(stages) if s["network"] == name)
+                    self._network(index, stages[index]).load_state_dict(weights)
+            global_epoch = len(self.history)
+            tensorboard = None
+            if info.is_main:
+                tensorboard = TensorBoardLog(self.out / "tensorboard", purge_step=global_epoch + 1)
+            val_cfg = self.recipe.data["validation"]
+            classes = [k for k in sorted(self.labels) if k > 0]
+
+            for si in range(start_stage, len(stages)):
+                stage = stages[si]
+                name = stage["network"]
+                network = self._network(si, stage).to(info.device)
+                model = network
+                if info.distributed:
+                    ids = [info.device.index] if info.device.type == "cuda" else None
+                    model = nn.parallel.DistributedDataParallel(network, device_ids=ids)
+                context = {"networks": self.networks, "stage": stage, "device": info.device}
+                sampler_spec = dict(stage["sampler"])
+                try:
+                    sampler = SAMPLERS.build(
+                        sampler_spec.pop("name"),
+                        subjects=self.train_subjects,
+                        geometry=network.geometry,
+                        context=context,
+                        **sampler_spec,
+                    )
+                except ValueError as err:
+                    raise LesionsegError(f"recipe stages[{si}].sampler: {err}") from None
+                per_rank = -(-stage["batch_size"] // info.world_size)
+                loader = BatchLoader(
+                    sampler,
+                    batch_size=per_rank,
+                    batches_per_epoch=stage["batches_per_epoch"],
+                    seed=self.seed,
+                    rank=info.rank,
+                    workers=stage["workers"],
+                    pin_memory=info.device.type == "cuda",
+                )
+                optimizer = build_optimizer(stage["optimizer"], network.parameters())
+                base_lr = optimizer.param_groups[0]["lr"]
+                schedule = build_schedule(stage["schedule"], base_lr, stage["epochs"])
+                loss_fn = build_loss(stage["loss"]).to(info.device)
+                use_amp = bool(stage["amp"]) and info.device.type == "cuda"
+                scaler = torch.amp.GradScaler("cuda") if use_amp else None
+                penalised = penalised_weights(network)
+                since_best = 0
+                first_epoch = 0
+                if state is not None and si == start_stage:
+                    first_epoch = start_epoch
+                    since_best = int(state.get("since_best", 0))
+                    if first_epoch > 0 and state.get("optimizer") is not None:
+                        optimizer.load_state_dict(state["optimizer"])
+                        schedule.load_state_dict(state["schedule"])
+                        if scaler is not None and state.get("scaler"):
+                            scaler.load_state_dict(state["scaler"])
+                stopped = (
+                    bool(state.get("stopped")) if state is not None and si == start_stage else False
+                )
+                epoch = first_epoch
+                while epoch < stage["epochs"] and not stopped:
+                    for group in optimizer.param_groups:
+                        group["lr"] = schedule.lr
+                    torch.manual_seed(_derived_seed(self.seed, si, epoch, info.rank, 7))
+                    step = _Step(
+                        model,
+                        network,
+                        optimizer,
+                        scaler,
+                        loss_fn,
+                        penalised,
+                        float(stage["l1"]),
+                        float(stage["l2"]),
+                        stage["grad_clip"],
+                        use_amp,
+                        info.device,
+                    )
+                    total, count, seconds = self._train_epoch(
+                        step, loader, stage, si, epoch, per_rank
+                    )
+                    mean_loss = dist_utils.mean_across_ranks(info, total / max(count, 1))
+                    row: dict[str, Any] = {
+                        "epoch": global_epoch + 1,
+                        "stage": stage["name"],
+                        "network": name,
+                        "stage_epoch": epoch + 1,
+                        "loss": round(mean_loss, 6),
+                        "lr": schedule.lr,
+                        "val_dice": None,
+                        "seconds": round(seconds, 3),
+                        "segments_per_s": round(count * per_rank * info.world_size / seconds, 2),
+                    }
+                    last_epoch = epoch + 1 == stage["epochs"]
+                    due = (epoch + 1) % val_cfg["every"] == 0 or last_epoch
+                    if self.val_subjects and due:
+                        dice = None
+                        if info.is_main:
+                            dice, per_case = validate(
+                                network,
+                                self.val_subjects,
+                                classes=classes,
+                                device=info.device,
+                                amp=use_amp,
+                                tile_size=val_cfg.get("tile"),
+                            )
+                        dice = dist_utils.broadcast_object(info, dice)
+                        row["val_dice"] = round(dice, 6)
+                    schedule.step(epoch, {"loss": mean_loss, "val_dice": row["val_dice"]})
+                    best = self.best.get(name)
+                    improved = False
+                    if row["val_dice"] is not None:
+                        min_delta = (stage["early_stopping"] or {}).get("min_delta", 0.0)
+                        if best is None or row["val_dice"] > best["dice"] + min_delta:
+                            self.best[name] = {"dice": row["val_dice"], "epoch": global_epoch + 1}
+                            since_best, improved = 0, True
+                        else:  # counted in validations, not epochs
+                            since_best += 1
+                    patience = (stage["early_stopping"] or {}).get("patience")
+                    if patience and since_best >= patience:
+                        stopped = True
+                    self.history.append(row)
+                    global_epoch += 1
+                    epoch += 1
+                    message = (
+                        f"{stage['name']} epoch {epoch}/{stage['epochs']}: loss "
+                        f"{mean_loss:.4f}, lr {row['lr']:.3g}, "
+                        f"{row['segments_per_s']:.1f} segments/s"
+                    )
+                    if row["val_dice"] is not None:
+                        message += f", validation Dice {row['val_dice']:.4f}" + (
+                            " (best)" if improved else ""
+                        )
+                    self._log(message)
+                    if info.is_main:
+                        if improved:
+                            self._save_network(
+                                name,
+                                self._network_folder(name, final),
+                                {"validation_dice": row["val_dice"], "epoch": global_epoch},
+                            )
+                        done_stage = epoch >= stage["epochs"] or stopped
+                        save_checkpoint(
+                            self.out / CHECKPOINT_NAME,
+                            {
+                                "stage": si + 1 if done_stage else si,
+                                "epoch": 0 if done_stage else epoch,
+                                "networks": {
+                                    k: {n: t.detach().cpu() for n, t in v.state_dict().items()}
+                                    for k, v in self.networks.items()
+                                },
+                                "optimizer": None if done_stage else optimizer.state_dict(),
+                                "schedule": None if done_stage else schedule.state_dict(),
+                                "scaler": None
+                                if done_stage or scaler is None
+                                else scaler.state_dict(),
+                                "history": self.history,
+                                "best": self.best,
+                                "since_best": 0 if done_stage else since_best,
+                                "stopped": False,
+                                "seed": self.seed,
+                            },
+                        )
+                        self._write_logs(tensorboard)
+                    if stopped:
+                        self._log(
+                            f"{stage['name']}: early stopping after {since_best} epochs "
+                            "without improvement"
+                        )
+                loader.close()
+                if info.is_main:  # networks without validation keep their last weights
+                    if name not in self.best:
+                        self._save_network(name, self._network_folder(name, final))
+                    self._save_network(name, self._network_folder(name, final) / "last")
+            if info.is_main:
+                write_json_atomic(
+                    self.out / "training.json",
+                    {
+                        "finished": True,
+                        "epochs": len(self.history),
+                        "best": self.best,
+                        "seconds_this_invocation": round(time.perf_counter() - started, 1),
+                    },
+                )
+            if info.distributed:
+                digest = weights_digest(self.networks[final])
+                print(f"rank {info.rank}: weights sha256 {digest}", file=sys.stderr, flush=True)
+            dist_utils.barrier(info)
+            if tensorboard is not None:
+                tensorboard.close()
+        finally:
+            dist_utils.cleanup(info)
+        best = self.best.get(final)
+        return TrainResult(
+            self.out,
+            None if best is None else best["dice"],
+            len(self.history),
+            time.perf_counter() - started,
+            self.history,
+        )
+
+
+def weights_digest(model: nn.Module) -> str:
+    """SHA-256 of a model's parameters and buffers (to compare ranks or runs)."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def train(
+    recipe: Recipe | str | Path,
+    dataset: str | Path,
+    out_dir: str | Path,
+    *,
+    fold: int | None = None,
+    folds: int = 5,
+    seed: int | None = None,
+    device: str = "auto",
+    cache: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train a recipe on a data set into a model folder.
+
+    Args:
+        recipe: A :class:`Recipe`, a recipe file or a packaged recipe's name.
+        dataset: Data set folder (dataset.json) or CSV manifest.
+        out_dir: Model folder (created).
+        fold: Validation fold of a ``folds``-fold split (None: hold out ``validation.cases``).
+        folds: Number of folds.
+        seed: Run seed (default: the recipe's ``seed``).
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+        cache: Preprocessed cache folder (default: shared, next to the model folder).
+        overrides: Dotted recipe keys to set (``{"train.epochs": 2}``).
+        overwrite: Replace an existing model folder.
+        progress: Progress bars and per-epoch lines on stderr.
+
+    Raises:
+        LesionsegError: Bad recipe or data, or the model folder exists (use ``overwrite`` or
+            :func:`resume`).
+    """
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    if overrides:
+        recipe = recipe.with_overrides(overrides)
+    out = Path(out_dir)
+    settings = RunSettings(
+        str(dataset),
+        str(out),
+        fold,
+        folds,
+        seed,
+        device,
+        None if cache is None else str(cache),
+        progress,
+    )
+    is_main = int(__import__("os").environ.get("RANK", "0")) == 0
+    if is_main:
+        if out.exists() and any(out.iterdir()):
+            if not overwrite:
+                hint = " or --resume to continue it" if (out / CHECKPOINT_NAME).is_file() else ""
+                raise LesionsegError(
+                    f"model folder exists and is not empty; use --overwrite to replace it{hint}",
+                    out,
+                )
+            for child in out.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / "recipe.yaml", recipe.to_yaml())
+        write_json_atomic(out / "run.json", asdict(settings))
+    return Trainer(recipe, settings).run()
+
+
+def resume(out_dir: str | Path, *, device: str | None = None, progress: bool = True) -> TrainResult:
+    """Continue a run from its model folder's checkpoint (the same results as an uninterrupted run).
+
+    Raises:
+        LesionsegError: Not a model folder with a checkpoint.
+    """
+    import yaml
+
+    out = Path(out_dir)
+    for name in ("recipe.yaml", "run.json"):
+        if not (out / name).is_file():
+            raise LesionsegError(f"not a training folder (no {name})", out)
+    settings = RunSettings(**json.loads((out / "run.json").read_text()))
+    settings.out_dir = str(out)
+    settings.progress = progress
+    if device is not None:
+        settings.device = device
+    recipe = recipe_from_dict(yaml.safe_load((out / "recipe.yaml").read_text()))
+    checkpoint = out / CHECKPOINT_NAME
+    state = load_checkpoint(checkpoint) if checkpoint.is_file() else None
+    if state is not None and state["stage"] >= len(recipe.data["stages"]):
+        raise LesionsegError("this run has finished already; nothing to resume", out)
+    return Trainer(recipe, settings).run(copy.deepcopy(state) if state else None)

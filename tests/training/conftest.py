@@ -1,0 +1,66 @@
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+# A DeepMedic small enough for a training step in milliseconds: margin 12, output 6³ ← input 30³.
+TINY = [
+    "--set",
+    "model.widths=[4, 4, 4, 4]",
+    "--set",
+    "model.hidden=[8]",
+    "--set",
+    "sampler.output_size=[6, 6, 6]",
+    "--set",
+    "train.batch_size=4",
+    "--set",
+    "train.workers=0",
+    "--set",
+    "validation.cases=0",
+]
+
+
+def write_toy_dataset(root, n=4, size=20, seed=0):
+    """A tiny MSD-layout data set: 2 channels, bright/dark spherical lesions in a ball brain."""
+    rng = np.random.default_rng(seed)
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    grid = np.indices((size,) * 3).astype(np.float32)
+    brain = ((grid - size / 2) ** 2).sum(0) < (size * 0.45) ** 2
+    for i in range(n):
+        label = np.zeros((size,) * 3, np.uint8)
+        for _ in range(2):
+            centre = rng.uniform(size * 0.3, size * 0.7, 3)
+            label[((grid - centre[:, None, None, None]) ** 2).sum(0) < rng.uniform(4, 9)] = 1
+        label &= brain
+        for ch, contrast in enumerate((40.0, -20.0)):
+            image = brain * (100 + contrast * label + rng.normal(0, 8, label.shape))
+            nib.save(
+                nib.Nifti1Image(image.astype(np.float32), affine),
+                root / "imagesTr" / f"toy_{i:03d}_{ch:04d}.nii.gz",
+            )
+        nib.save(nib.Nifti1Image(label, affine), root / "labelsTr" / f"toy_{i:03d}.nii.gz")
+    (root / "dataset.json").write_text(
+        json.dumps(
+            {
+                "name": "toy",
+                "channel_names": {"0": "A", "1": "B"},
+                "labels": {"background": 0, "lesion": 1},
+                "numTraining": n,
+                "file_ending": ".nii.gz",
+            }
+        )
+    )
+    return root
+
+
+@pytest.fixture(scope="session")
+def toy_dataset(tmp_path_factory):
+    return write_toy_dataset(tmp_path_factory.mktemp("data") / "toy")
+
+
+@pytest.fixture(scope="session")
+def tiny_args():
+    return list(TINY)

@@ -1,0 +1,97 @@
+import pytest
+import yaml
+
+from lesionseg.errors import LesionsegError
+from lesionseg.training.recipe import available_recipes, load_recipe, recipe_from_dict
+
+
+def _write(tmp_path, data):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+BASE = {
+    "model": {"name": "deepmedic", "widths": [4, 4], "hidden": [8]},
+    "sampler": {"name": "segments", "output_size": 3},
+}
+
+
+def test_packaged_recipes_keep_paper_values():
+    assert {"deepmedic-paper", "deepmedic-tiny"} <= set(available_recipes())
+    r = load_recipe("deepmedic-paper")
+    stage = r.stages()[0]
+    assert r.data["model"]["options"]["widths"] == [30, 30, 40, 40, 40, 40, 50, 50]
+    assert stage["optimizer"] == {
+        "name": "rmsprop-nesterov",
+        "lr": 1e-3,
+        "rho": 0.9,
+        "eps": 1e-4,
+        "momentum": 0.6,
+        "nesterov": True,
+        "normalized": True,
+    }
+    assert (stage["batch_size"], stage["l1"], stage["l2"]) == (10, 1e-6, 1e-4)
+    assert stage["sampler"]["output_size"] == [9, 9, 9]
+    assert r.data["validation"]["every"] == 5
+
+
+def test_defaults_stages_and_overrides(tmp_path):
+    data = dict(
+        BASE,
+        stages=[
+            {"name": "a", "epochs": 2},
+            {"name": "b", "sampler": {"augment_probability": 0.5}, "loss": {"name": "focal"}},
+            {"name": "c", "network": "second", "optimizer": {"name": "sgd", "lr": 0.1}},
+        ],
+    )
+    r = load_recipe(_write(tmp_path, data))
+    a, b, c = r.stages()
+    assert a["epochs"] == 2 and b["epochs"] == 10  # train default
+    assert b["sampler"]["output_size"] == 3 and b["sampler"]["augment_probability"] == 0.5
+    assert b["loss"] == {"name": "focal"} and a["loss"] == {"name": "cross_entropy"}
+    assert c["network"] == "second" and c["optimizer"] == {"name": "sgd", "lr": 0.1}
+    again = recipe_from_dict(r.resolved())  # resolving is idempotent
+    assert again.data == r.data
+    more = r.with_overrides({"train.epochs": 1, "sampler.output_size": 6})
+    assert [s["epochs"] for s in more.stages()] == [1, 1, 1]
+    assert [s["sampler"]["output_size"] for s in more.stages()] == [6, 6, 6]
+
+
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        ({"sampler": None}, "sampler"),
+        ({"modle": {}}, "modle"),
+        ({"train": {"epoch": 3}}, "train.epoch"),
+        ({"stages": [{"name": "x", "epochs": 0}]}, "stages[0].epochs"),
+        (
+            {"stages": [{"name": "x", "optimizer": {"name": "adam", "lrr": 1}}]},
+            "stages[0].optimizer.lrr",
+        ),
+        ({"optimizer": {"name": "adamm"}}, "adamm"),
+        (
+            {"sampler": {"name": "segments", "output_size": 3, "foreground": 0.5}},
+            "stages[0].sampler.foreground",
+        ),
+        (
+            {"sampler": {"name": "segments", "output_size": 3, "augment": [{"name": "flipp"}]}},
+            "flipp",
+        ),
+        ({"model": {"name": "deepmedic", "widths": "wide"}}, "model"),
+        ({"validation": {"every": 0}}, "validation.every"),
+        ({"stages": [{"name": "x", "sampler": {"subjects": []}}]}, "stages[0].sampler.subjects"),
+    ],
+)
+def test_errors_name_the_key(tmp_path, change, key):
+    data = {**BASE, **change}
+    data = {k: v for k, v in data.items() if v is not None}
+    with pytest.raises(LesionsegError) as err:
+        load_recipe(_write(tmp_path, data))
+    assert key in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_recipe_lists_packaged_ones():
+    with pytest.raises(LesionsegError, match="deepmedic-tiny"):
+        load_recipe("no-such-recipe")
