@@ -144,3 +144,27 @@ def test_validation_scores_the_foreground_of_sigmoid_models():
     assert dice == pytest.approx(1.0) and per_case == {"a": pytest.approx(1.0)}
     inverted = ArraySubject("b", -image, label, np.ones_like(label))
     assert validate(_Threshold(), [inverted], classes=[1])[0] == pytest.approx(0.0)
+
+
+def test_predict_slices_along_the_axis_the_model_was_trained_on(toy_dataset, tmp_path):
+    # slices drawn along axis 0: in-plane axes are then (Y, Z)
+    model_dir = _train(
+        "unet2d-tiny",
+        toy_dataset,
+        tmp_path,
+        *_set("sampler.axis=0", "preprocess.target_shape=[null, 16, 16]"),
+    )
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["slice_axis"] == 0
+    out = tmp_path / "pred"
+    args = ["predict", "-m", str(model_dir), "-i", str(toy_dataset), "-o", str(out), "--all"]
+    assert main([*args, "--save-probabilities"]) == 0
+    dataset = load_dataset(toy_dataset)
+    model, config = load_model(model_dir)
+    subject = dataset.subjects[0]
+    pre = preprocess_subject(
+        subject, dataset.channel_names, PreprocessConfig.from_dict(config["preprocess"])
+    )
+    along_0 = pre.record.invert(predict_volume(model, pre.image, mask=pre.mask, axis=0))
+    written = np.asarray(nib.load(str(out / f"{subject.id}_prob.nii.gz")).dataobj)
+    np.testing.assert_allclose(written, along_0, atol=1e-5)

@@ -269,7 +269,8 @@ def predict_subject(
         )
         probs = None
         for member in members:
-            p = predict_volume(member.model, pre.image, mask=pre.mask, **kwargs)
+            axis = int(member.config.get("slice_axis", 2))
+            p = predict_volume(member.model, pre.image, mask=pre.mask, axis=axis, **kwargs)
             probs = p if probs is None else probs + p
         probs /= len(members)
         probs, labels = run_postprocess(steps, probs, pre.image, pre.mask, pre.spacing)

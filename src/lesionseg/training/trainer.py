@@ -142,7 +142,10 @@ def model_config(recipe: Recipe, channel_names, labels, network: str, extra=None
         resolved["model"] = stage["model"]
     # Flat {name, **options}: the form every reader of config.json understands.
     resolved["model"] = {"name": resolved["model"]["name"], **resolved["model"]["options"]}
+    # A 2D network predicts along the axis its slices were drawn from.
+    slice_axis = int(((stage or {}).get("sampler") or {}).get("axis", 2))
     return {
+        "slice_axis": slice_axis,
         "recipe": resolved,
         "channel_names": list(channel_names),
         "labels": {str(k): v for k, v in labels.items()},
@@ -470,6 +473,7 @@ class Trainer:
                                 device=info.device,
                                 amp=use_amp,
                                 tile_size=val_cfg.get("tile"),
+                                axis=int(stage["sampler"].get("axis", 2)),
                             )
                         dice = dist_utils.broadcast_object(info, dice)
                         row["val_dice"] = round(dice, 6)

@@ -40,6 +40,7 @@ def validate(
     device: torch.device | str = "cpu",
     amp: bool = False,
     tile_size: Sequence[int] | None = None,
+    axis: int = 2,
 ) -> tuple[float, dict[str, float]]:
     """Segment each subject whole and return (mean Dice, Dice per case).
 
@@ -50,6 +51,7 @@ def validate(
         device: Device to predict on.
         amp: Mixed precision (CUDA only).
         tile_size: Predictor tile (output) size; None lets the predictor choose.
+        axis: Slice axis for 2D models (the axis their training slices were drawn along).
     """
     from lesionseg.inference.predictor import predict_volume
 
@@ -66,6 +68,7 @@ def validate(
                 tile_size=None if tile_size is None else tuple(tile_size),
                 device=str(device),
                 amp=amp,
+                axis=axis,
             )
             if isinstance(probabilities, torch.Tensor):
                 probabilities = probabilities.float().cpu().numpy()
