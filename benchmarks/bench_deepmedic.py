@@ -21,15 +21,13 @@ Usage: ``python -m benchmarks deepmedic`` (``--quick``: a 96³ volume).
 
 from __future__ import annotations
 
-import json
 import os
-import resource
-import subprocess
 import sys
-import time
 
 import numpy as np
 import torch
+
+from benchmarks._common import measure, peak_rss_bytes, run_child
 
 FULL_SHAPE = (182, 218, 182)
 QUICK_SHAPE = (96, 96, 96)
@@ -92,36 +90,21 @@ def cropped_case(shape):
     return np.ascontiguousarray(image[(slice(None), *box)]), np.ascontiguousarray(mask[box])
 
 
-def child_matmul() -> dict:
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    for _ in range(3):
-        a @ b
-    best = float("inf")
-    for _ in range(10):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return {"flops": 2 * 2048**3 / best}
-
-
 def child_lesionseg(shape, tile) -> dict:
     from lesionseg.inference import predict_volume
     from lesionseg.inference.tiling import choose_tile_size, plan_valid
 
     image, mask = cropped_case(shape)
     model = build_model()
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = peak_rss_bytes()
     tile = tuple(tile) if tile else choose_tile_size(model, image.shape[1:])
     plan = plan_valid(image.shape[1:], model.geometry, tile)
-    wall, cpu = time.perf_counter(), time.process_time()
-    probs = predict_volume(model, image, mask=mask, tile_size=tile)
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    with measure() as record:
+        probs = predict_volume(model, image, mask=mask, tile_size=tile)
     np.save(os.environ["BENCH_OUT"], probs[1])
     return {
-        "wall": wall,
-        "cpu": cpu,
-        "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        "base_rss": base * 1024,
+        **record,
+        "base_rss": base,
         "shape": list(image.shape[1:]),
         "voxels": int(np.prod(image.shape[1:])),
         "brain_voxels": int(mask.sum()),
@@ -140,7 +123,7 @@ def child_monai(shape, tile) -> dict:
     keep_freed_memory()  # the same allocator settings as lesionseg, for a fair comparison
     image, mask = cropped_case(shape)
     model = build_model().to(memory_format=torch.channels_last_3d)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = peak_rss_bytes()
     margin = model.margin
     tile_in = [t + 2 * margin for t in tile]
 
@@ -152,56 +135,33 @@ def child_monai(shape, tile) -> dict:
         out[centre] = torch.cat([probs, torch.ones_like(probs[:, :1])], 1)
         return out
 
-    wall, cpu = time.perf_counter(), time.process_time()
-    # The same padding as lesionseg (margins, rounded up to multiples of 3), so that
-    # MONAI's windows start where lesionseg's tiles do and the results agree.
-    plan = plan_valid(image.shape[1:], model.geometry, tile)
-    pad = [(0, 0)] + list(zip(plan.pad_before, plan.pad_after))
-    padded = np.pad(image, pad, mode="reflect")
-    with torch.inference_mode():
-        # Overlap so that the stride is the tile's output size (MONAI: int(roi·(1-overlap))).
-        overlap = [(2 * margin - 0.5) / t for t in tile_in]
-        summed = sliding_window_inference(
-            torch.from_numpy(padded)[None],
-            tile_in,
-            1,
-            valid_in_window,
-            overlap=overlap,
-            mode="constant",
-        )[0]
-    inner = (slice(None), *(slice(margin, margin + s) for s in image.shape[1:]))
-    summed = summed[inner]
-    probs = (summed[:CLASSES] / summed[CLASSES:].clamp_min(1e-6)).numpy() * (mask > 0)
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    with measure() as record:
+        # The same padding as lesionseg (margins, rounded up to multiples of 3), so that
+        # MONAI's windows start where lesionseg's tiles do and the results agree.
+        plan = plan_valid(image.shape[1:], model.geometry, tile)
+        pad = [(0, 0)] + list(zip(plan.pad_before, plan.pad_after))
+        padded = np.pad(image, pad, mode="reflect")
+        with torch.inference_mode():
+            # Overlap so that the stride is the tile's output size (MONAI: int(roi·(1-overlap))).
+            overlap = [(2 * margin - 0.5) / t for t in tile_in]
+            summed = sliding_window_inference(
+                torch.from_numpy(padded)[None],
+                tile_in,
+                1,
+                valid_in_window,
+                overlap=overlap,
+                mode="constant",
+            )[0]
+        inner = (slice(None), *(slice(margin, margin + s) for s in image.shape[1:]))
+        summed = summed[inner]
+        probs = (summed[:CLASSES] / summed[CLASSES:].clamp_min(1e-6)).numpy() * (mask > 0)
     np.save(os.environ["BENCH_OUT"], probs[1])
-    return {
-        "wall": wall,
-        "cpu": cpu,
-        "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        "base_rss": base * 1024,
-    }
+    return {**record, "base_rss": base}
 
 
 def _in_subprocess(kind: str, shape, tile, out_path: str) -> dict:
-    code = (
-        "import json, sys; from benchmarks import bench_deepmedic as b; "
-        f"print('RESULT ' + json.dumps(b.child_{kind}(*json.loads(sys.argv[1]))))"
-    )
-    args = [] if kind == "matmul" else [list(shape), list(tile) if tile else None]
-    env = {**os.environ, "BENCH_OUT": out_path}
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    done = subprocess.run(
-        [sys.executable, "-c", code, json.dumps(args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=root,
-        check=False,
-    )
-    for line in done.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[7:])
-    raise RuntimeError(f"benchmark child {kind} failed:\n{done.stderr[-3000:]}")
+    args = [list(shape), list(tile) if tile else None]
+    return run_child("bench_deepmedic", f"child_{kind}", args, env={"BENCH_OUT": out_path})
 
 
 def run(quick: bool = False) -> list[dict]:
@@ -213,10 +173,10 @@ def run(quick: bool = False) -> list[dict]:
     tile = [int(tile)] * 3 if tile else None
     with tempfile.TemporaryDirectory() as tmp:
         ours_path, peer_path = f"{tmp}/ours.npy", f"{tmp}/monai.npy"
-        mm = _in_subprocess("matmul", shape, None, "")
+        mm = run_child("_common", "child_matmul", [])
         ours = _in_subprocess("lesionseg", shape, tile, ours_path)
         peer = _in_subprocess("monai", shape, ours["tile_out"], peer_path)
-        mm2 = _in_subprocess("matmul", shape, None, "")
+        mm2 = run_child("_common", "child_matmul", [])
         a, b = np.load(ours_path), np.load(peer_path)
         agree = float(((a > 0.5) == (b > 0.5)).mean())
         max_diff = float(np.abs(a - b).max())

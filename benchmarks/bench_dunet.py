@@ -23,10 +23,7 @@ the seeds.
 
 from __future__ import annotations
 
-import json
 import os
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from benchmarks._common import measure, run_child
 
 METHODS = ("dunet-tiny", "unet2d-tiny")
 # No validation hold-out: every training subject is used and the model after the last
@@ -221,36 +220,14 @@ def child_inference(name: str, shape) -> dict:
     torch.manual_seed(0)
     model = MODELS.build(name, in_channels=1, num_classes=1).eval()
     predict_volume(model, image[:, :, :, :16], mask=mask[:, :, :16])  # warm-up
-    wall, cpu = time.perf_counter(), time.process_time()
-    predict_volume(model, image, mask=mask)
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    with measure() as record:
+        predict_volume(model, image, mask=mask)
     return {
-        "wall": wall,
-        "cpu": cpu,
+        **record,
         "slices": int((mask > 0).reshape(-1, mask.shape[2]).any(axis=0).sum()),
         "shape": list(image.shape[1:]),
-        "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "parameters": sum(p.numel() for p in model.parameters()),
     }
-
-
-def _in_subprocess(name: str, shape) -> dict:
-    code = (
-        "import json, sys; from benchmarks import bench_dunet as b; "
-        "print('RESULT ' + json.dumps(b.child_inference(*json.loads(sys.argv[1]))))"
-    )
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    done = subprocess.run(
-        [sys.executable, "-c", code, json.dumps([name, list(shape)])],
-        capture_output=True,
-        text=True,
-        cwd=root,
-        check=False,
-    )
-    for line in done.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[7:])
-    raise RuntimeError(f"benchmark child {name} failed:\n{done.stderr[-3000:]}")
 
 
 def inference(quick: bool) -> list[dict]:
@@ -258,7 +235,7 @@ def inference(quick: bool) -> list[dict]:
     shape = (QUICK if quick else FULL)["volume"]
     rows = []
     for name in ("dunet", "unet2d-transform"):
-        r = _in_subprocess(name, shape)
+        r = run_child("bench_dunet", "child_inference", [name, list(shape)])
         common = {
             "device": "cpu",
             "threads": torch.get_num_threads(),

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from lesionseg.augment.affine2d import Affine2D, RandomAffine2D
-from lesionseg.augment.base import Compose, RandomTransform, Transform
+from lesionseg.augment.base import Compose, RandomTransform, SpatialTransform, Transform
 from lesionseg.augment.flip import Flip, RandomFlip
 from lesionseg.augment.intensity_shift import IntensityShift, RandomIntensityShift
 from lesionseg.errors import LesionsegError
@@ -58,6 +58,7 @@ __all__ = [
     "RandomFlip",
     "RandomIntensityShift",
     "RandomTransform",
+    "SpatialTransform",
     "Transform",
     "build_augmentations",
 ]

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from lesionseg.augment.base import CHANNEL_KEYS, Example, RandomTransform, Transform
+from lesionseg.augment.base import Example, RandomTransform, SpatialTransform, Transform
 
 
 def affine_matrix(rotation: float, zoom: Sequence[float]) -> np.ndarray:
@@ -32,7 +32,7 @@ def affine_matrix(rotation: float, zoom: Sequence[float]) -> np.ndarray:
     return np.array([[c, -s], [s, c]]) @ np.diag([float(z) for z in zoom])
 
 
-class Affine2D(Transform):
+class Affine2D(SpatialTransform):
     """Warp the two in-plane axes of every spatial array of an example.
 
     Args:
@@ -66,7 +66,7 @@ class Affine2D(Transform):
             raise ValueError("zoom and shift need one value per in-plane axis (2)")
         if any(z <= 0 for z in self.zoom):
             raise ValueError(f"zoom factors must be > 0, got {self.zoom}")
-        self.spatial_dims = int(spatial_dims)
+        super().__init__(spatial_dims)
         self.axes = tuple(int(a) for a in axes)
         if (
             self.spatial_dims not in (2, 3)
@@ -95,7 +95,8 @@ class Affine2D(Transform):
             )
         return out.reshape(plane_first.shape)
 
-    def _apply(self, array: np.ndarray, first: int, is_image: bool) -> np.ndarray:
+    def apply(self, array: np.ndarray, first: int, is_image: bool) -> np.ndarray:
+        """The warped array: images interpolated, labels nearest-neighbour."""
         plane = [first + a for a in self.axes]
         rest = [a for a in range(array.ndim) if a not in plane]
         moved = np.transpose(array, rest + plane)  # (..., H, W)
@@ -105,19 +106,6 @@ class Affine2D(Transform):
         if is_image:
             warped = warped.astype(array.dtype, copy=False)
         return np.ascontiguousarray(np.transpose(warped, np.argsort(rest + plane)))
-
-    def __call__(self, example: Example) -> Example:
-        """Return the warped example (image interpolated, labels nearest-neighbour)."""
-        out = dict(example)
-        for key, array in example.items():
-            if not isinstance(array, np.ndarray) or array.ndim < self.spatial_dims:
-                continue
-            first = array.ndim - self.spatial_dims
-            is_image = key in CHANNEL_KEYS
-            if not is_image and first > 0:
-                continue  # not a spatial array
-            out[key] = self._apply(array, first, is_image)
-        return out
 
     def __repr__(self) -> str:
         return f"Affine2D(rotation={self.rotation:.3g}, zoom={self.zoom}, shift={self.shift})"

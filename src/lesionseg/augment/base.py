@@ -31,6 +31,43 @@ class Transform(ABC):
         """Return the transformed example (a new dict; input arrays are not modified)."""
 
 
+class SpatialTransform(Transform):
+    """A transform of the spatial axes, applied alike to every spatial array of an example.
+
+    Spatial arrays are the channel-first ones of :data:`CHANNEL_KEYS` and the arrays of
+    exactly ``spatial_dims`` axes; other entries (e.g. per-example metadata) pass through.
+
+    Args:
+        spatial_dims: Number of spatial axes of the example (3 for segments, 2 for slices).
+    """
+
+    def __init__(self, spatial_dims: int):
+        self.spatial_dims = int(spatial_dims)
+
+    @abstractmethod
+    def apply(self, array: np.ndarray, first: int, is_image: bool) -> np.ndarray:
+        """Transform one array whose spatial axes start at axis ``first``.
+
+        Args:
+            array: The array (not modified).
+            first: Index of its first spatial axis (1 for a channel-first image).
+            is_image: Whether it is an image (interpolated) rather than labels/mask.
+        """
+
+    def __call__(self, example: Example) -> Example:
+        """Return the example with every spatial array transformed."""
+        out = dict(example)
+        for key, array in example.items():
+            if not isinstance(array, np.ndarray) or array.ndim < self.spatial_dims:
+                continue
+            first = array.ndim - self.spatial_dims
+            is_image = key in CHANNEL_KEYS
+            if not is_image and first > 0:
+                continue  # not a spatial array (e.g. per-example metadata)
+            out[key] = self.apply(array, first, is_image)
+        return out
+
+
 class RandomTransform(ABC):
     """Draws the parameters of a :class:`Transform`.
 

@@ -6,10 +6,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from lesionseg.augment.base import CHANNEL_KEYS, Example, RandomTransform, Transform
+from lesionseg.augment.base import Example, RandomTransform, SpatialTransform, Transform
 
 
-class Flip(Transform):
+class Flip(SpatialTransform):
     """Reverse the given spatial axes of every array in the example.
 
     Args:
@@ -18,21 +18,13 @@ class Flip(Transform):
     """
 
     def __init__(self, axes: Sequence[int], spatial_dims: int = 3):
+        super().__init__(spatial_dims)
         self.axes = tuple(int(a) for a in axes)
-        self.spatial_dims = spatial_dims
 
-    def __call__(self, example: Example) -> Example:
-        """Return the flipped example."""
-        out = dict(example)
-        for key, array in example.items():
-            if not isinstance(array, np.ndarray) or array.ndim < self.spatial_dims:
-                continue
-            first = array.ndim - self.spatial_dims
-            if key not in CHANNEL_KEYS and first > 0:
-                continue  # not a spatial array (e.g. per-example metadata)
-            axes = tuple(first + a for a in self.axes)
-            out[key] = np.ascontiguousarray(np.flip(array, axis=axes))
-        return out
+    def apply(self, array: np.ndarray, first: int, is_image: bool) -> np.ndarray:
+        """The array with ``axes`` reversed (exact for images and labels alike)."""
+        axes = tuple(first + a for a in self.axes)
+        return np.ascontiguousarray(np.flip(array, axis=axes))
 
     def __repr__(self) -> str:
         return f"Flip(axes={self.axes})"

@@ -32,7 +32,7 @@ import numpy as np
 from scipy import ndimage
 
 from lesionseg.errors import LesionsegError
-from lesionseg.evaluation.surface import corner_surface_distances
+from lesionseg.evaluation.surface import corner_surface_distances, union_crop
 from lesionseg.registry import Registry
 
 BRATS_MAX_DISTANCE = 374.0  # the BraTS tools' stand-in for an infinite HD95 (mm)
@@ -275,23 +275,9 @@ def _isles_f1(tp: int, fp: int, fn: int) -> float:
 
 
 def _crop(pred: np.ndarray, ref: np.ndarray, margin: int) -> tuple[np.ndarray, np.ndarray]:
-    """Crop to the union bounding box with a zero border of ``margin`` voxels."""
-    union = pred | ref
-    box = []
-    for axis in range(union.ndim):
-        others = tuple(a for a in range(union.ndim) if a != axis)
-        hits = np.flatnonzero(union.any(axis=others))
-        if hits.size == 0:
-            return pred[:0, :0, :0], ref[:0, :0, :0]
-        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
-    shape = tuple(s.stop - s.start + 2 * margin for s in box)
-    inner = tuple(slice(margin, n - margin) for n in shape)
-    out = []
-    for mask in (pred, ref):
-        padded = np.zeros(shape, dtype=bool)
-        padded[inner] = mask[tuple(box)]
-        out.append(padded)
-    return out[0], out[1]
+    """Crop to the union bounding box with a zero border of ``margin`` voxels (empty: 0³)."""
+    crop = union_crop(pred, ref, margin)
+    return crop if crop is not None else (pred[:0, :0, :0], ref[:0, :0, :0])
 
 
 def components(mask: np.ndarray, connectivity: int) -> tuple[np.ndarray, int, np.ndarray]:
@@ -465,10 +451,6 @@ def _anima(ref_labels, n_ref, ref_sizes, pred_labels, n_pred, pred_sizes, spacin
         f1 = 0.0
     else:
         f1 = 2 * ppv * sens / (ppv + sens)
-    ref_hit = np.zeros(n_ref + 1, bool)
-    ref_hit[r] = True
-    pred_hit = np.zeros(n_pred + 1, bool)
-    pred_hit[p] = True
     return LesionResult(
         preset,
         n_ref,

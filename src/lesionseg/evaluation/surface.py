@@ -101,10 +101,12 @@ def _area_weighted_percentile(distances: np.ndarray, areas: np.ndarray, q: float
     return float(distances[order][min(idx, distances.size - 1)])
 
 
-def _padded_union_crop(pred: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """Crop both masks to their union's bounding box with a one-voxel zero border.
+def union_crop(
+    pred: np.ndarray, ref: np.ndarray, margin: int = 1
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Crop both masks to their union's bounding box with a zero border of ``margin`` voxels.
 
-    Returns None if both masks are empty. The zero border makes the image edge
+    Returns None if both masks are empty. A border of one voxel makes the image edge
     count as background, as scipy's erosion with ``border_value=0`` does.
     """
     union = pred | ref
@@ -116,8 +118,8 @@ def _padded_union_crop(pred: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, n
             return None
         box.append(slice(int(hits[0]), int(hits[-1]) + 1))
     box = tuple(box)
-    shape = tuple(s.stop - s.start + 2 for s in box)
-    inner = tuple(slice(1, n - 1) for n in shape)
+    shape = tuple(s.stop - s.start + 2 * margin for s in box)
+    inner = tuple(slice(margin, n - margin) for n in shape)
     out = []
     for mask in (pred, ref):
         padded = np.zeros(shape, dtype=bool)
@@ -198,7 +200,7 @@ def voxel_surface_distances(pred: np.ndarray, ref: np.ndarray, spacing) -> Surfa
     if pred.shape != ref.shape:
         raise ValueError(f"prediction shape {pred.shape} differs from reference {ref.shape}")
     spacing = _as_spacing(spacing, pred.ndim)
-    crop = _padded_union_crop(pred, ref)
+    crop = union_crop(pred, ref)
     if crop is None:
         return SurfaceDistances(np.zeros(0), np.zeros(0))
     pred_edge, ref_edge = (_voxel_edges(m) for m in crop)
@@ -271,7 +273,7 @@ def corner_surface_distances(pred: np.ndarray, ref: np.ndarray, spacing) -> Surf
     if pred.ndim != 3:
         raise ValueError("corner (DeepMind) surfaces are implemented for 3D masks only")
     spacing = _as_spacing(spacing, 3)
-    crop = _padded_union_crop(pred, ref)
+    crop = union_crop(pred, ref)
     empty = np.zeros(0)
     if crop is None:
         return SurfaceDistances(empty, empty, empty, empty)

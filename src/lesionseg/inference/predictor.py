@@ -29,6 +29,8 @@ from torch import nn
 from lesionseg.errors import LesionsegError
 from lesionseg.inference.allocator import keep_freed_memory
 from lesionseg.inference.tiling import (
+    SamePlan,
+    ValidPlan,
     choose_tile_size,
     gaussian_weight,
     plan_same,
@@ -96,6 +98,39 @@ def _empty_probabilities(k: int, shape: Sequence[int]) -> np.ndarray:
     return probs
 
 
+def _box(start: Sequence[int], size: Sequence[int]) -> tuple[slice, ...]:
+    """Index of the spatial box ``size`` at ``start`` of a channel-first array, all channels."""
+    return (slice(None), *(slice(s, s + t) for s, t in zip(start, size)))
+
+
+def _box_at_origin(size: Sequence[int]) -> tuple[slice, ...]:
+    """:func:`_box` at the origin: crops a padded result back to ``size``."""
+    return _box((0,) * len(size), size)
+
+
+def _valid_padding(plan: ValidPlan) -> list[tuple[int, int]]:
+    """``np.pad`` widths of a channel-first image for a valid-convolution plan."""
+    return [(0, 0), *zip(plan.pad_before, plan.pad_after)]
+
+
+def _same_padding(plan: SamePlan, spatial: Sequence[int]) -> list[tuple[int, int]]:
+    """``np.pad`` widths of a channel-first image for a same-padded plan (padded at the end)."""
+    return [(0, 0)] + [(0, p - s) for p, s in zip(plan.padded_shape, spatial)]
+
+
+def _tile_probabilities(
+    run: _Runner,
+    padded: np.ndarray,
+    starts: Sequence[Sequence[int]],
+    tile: Sequence[int],
+    batch_size: int,
+) -> Iterator[tuple[Sequence[int], np.ndarray]]:
+    """(start, probabilities) of every input tile ``tile`` of ``padded`` at ``starts``."""
+    for group in _batches(starts, batch_size):
+        probs = run(np.stack([padded[_box(st, tile)] for st in group]))
+        yield from zip(group, probs)
+
+
 def _predict_valid(
     run: _Runner,
     image: np.ndarray,
@@ -106,24 +141,16 @@ def _predict_valid(
 ) -> np.ndarray:
     spatial = image.shape[1:]
     plan = plan_valid(spatial, geometry, tile_size)
-    pad = [(0, 0)] + list(zip(plan.pad_before, plan.pad_after))
-    padded = np.pad(image, pad, mode="reflect" if min(spatial) > 1 else "edge")
+    padded = np.pad(image, _valid_padding(plan), mode="reflect" if min(spatial) > 1 else "edge")
     out_mask = None
     if mask is not None:
         out_mask = np.zeros(plan.out_shape, dtype=bool)
         out_mask[tuple(slice(0, s) for s in spatial)] = mask > 0
     starts = tiles_with_brain(plan.starts, plan.tile_out, out_mask)
-    k = num_outputs(geometry)
-    out = _empty_probabilities(k, plan.out_shape)
-    tin, tout = plan.tile_in, plan.tile_out
-    for group in _batches(starts, batch_size):
-        batch = np.stack(
-            [padded[(slice(None), *(slice(s, s + t) for s, t in zip(st, tin)))] for st in group]
-        )
-        probs = run(batch)
-        for st, p in zip(group, probs):
-            out[(slice(None), *(slice(s, s + t) for s, t in zip(st, tout)))] = p
-    return out[(slice(None), *(slice(0, s) for s in spatial))]
+    out = _empty_probabilities(num_outputs(geometry), plan.out_shape)
+    for st, p in _tile_probabilities(run, padded, starts, plan.tile_in, batch_size):
+        out[_box(st, plan.tile_out)] = p
+    return out[_box_at_origin(spatial)]
 
 
 def _predict_same(
@@ -136,9 +163,8 @@ def _predict_same(
 ) -> np.ndarray:
     spatial = image.shape[1:]
     plan = plan_same(spatial, geometry, tile_size)
-    pad = [(0, 0)] + [(0, p - s) for p, s in zip(plan.padded_shape, spatial)]
+    pad = _same_padding(plan, spatial)
     padded = np.pad(image, pad, mode="constant")
-    k = num_outputs(geometry)
     padded_mask = None
     if mask is not None:
         padded_mask = np.pad(mask > 0, pad[1:], mode="constant")
@@ -147,18 +173,16 @@ def _predict_same(
         weight = np.ones(plan.tile, dtype=np.float32)
     else:
         weight = gaussian_weight(plan.tile)
-    acc = np.zeros((k, *plan.padded_shape), dtype=np.float32)
+    acc = np.zeros((num_outputs(geometry), *plan.padded_shape), dtype=np.float32)
     norm = np.zeros(plan.padded_shape, dtype=np.float32)
-    for group in _batches(starts, batch_size):
-        boxes = [tuple(slice(s, s + t) for s, t in zip(st, plan.tile)) for st in group]
-        probs = run(np.stack([padded[(slice(None), *b)] for b in boxes]))
-        for box, p in zip(boxes, probs):
-            acc[(slice(None), *box)] += p * weight
-            norm[box] += weight
+    for st, p in _tile_probabilities(run, padded, starts, plan.tile, batch_size):
+        box = _box(st, plan.tile)
+        acc[box] += p * weight
+        norm[box[1:]] += weight
     covered = norm > 0
     acc[:, covered] /= norm[covered]
     acc[0, ~covered] = 1.0
-    return acc[(slice(None), *(slice(0, s) for s in spatial))]
+    return acc[_box_at_origin(spatial)]
 
 
 def _predict_patches(
@@ -213,21 +237,17 @@ def _predict_slices(
     out = _empty_probabilities(k, volume.shape[1:])
     wanted = [i for i in range(volume.shape[1]) if slice_mask is None or slice_mask[i].any()]
     if geometry.is_valid_convolution:
-        plan = plan_valid(plane, geometry, None)
-        pad = [(0, 0)] + list(zip(plan.pad_before, plan.pad_after))
-        crop = tuple(slice(0, p) for p in plane)
+        pad, mode = _valid_padding(plan_valid(plane, geometry, None)), "reflect"
     else:
-        plan = plan_same(plane, geometry, None)
-        pad = [(0, 0)] + [(0, p - s) for p, s in zip(plan.padded_shape, plane)]
-        crop = tuple(slice(0, p) for p in plane)
-    mode = "reflect" if geometry.is_valid_convolution else "constant"
+        pad, mode = _same_padding(plan_same(plane, geometry, None), plane), "constant"
+    crop = _box_at_origin(plane)
     for group in _batches(wanted, max(batch_size, SLICE_BATCH)):
         batch = np.stack(
             [np.pad(stack_slices(volume, i, geometry.slice_context), pad, mode=mode) for i in group]
         )
         probs = run(batch)
         for i, p in zip(group, probs):
-            out[:, i] = p[(slice(None), *crop)]
+            out[:, i] = p[crop]
     return np.moveaxis(out, 1, axis + 1)
 
 

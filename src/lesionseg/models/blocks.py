@@ -203,6 +203,47 @@ class UpBlock(nn.Module):
         return self.block(torch.cat([skip, self.up(x)], dim=1))
 
 
+def encoder_blocks(
+    in_channels: int, features: Sequence[int], spatial_dims: int, **norm
+) -> nn.ModuleList:
+    """One :class:`ConvBlock` per U-Net level, ``in_channels`` → … → ``features[-1]`` filters.
+
+    Args:
+        in_channels: Input channels of the first level.
+        features: Filters per level, shallow to deep.
+        spatial_dims: 2 or 3.
+        **norm: ``batch_norm``, ``bn_momentum``, ``bn_eps`` of :class:`ConvBlock`.
+    """
+    channels = (in_channels, *features)
+    return nn.ModuleList(
+        ConvBlock(channels[i], channels[i + 1], spatial_dims, **norm) for i in range(len(features))
+    )
+
+
+def decoder_blocks(
+    features: Sequence[int], scale: int | Sequence[int], spatial_dims: int, **norm
+) -> nn.ModuleList:
+    """The :class:`UpBlock` of every level but the deepest, deepest first.
+
+    Args:
+        features: Filters per level, shallow to deep (as the encoder's).
+        scale: Up-sampling factor, an int or one per axis.
+        spatial_dims: 2 or 3.
+        **norm: ``batch_norm``, ``bn_momentum``, ``bn_eps`` of :class:`ConvBlock`.
+    """
+    return nn.ModuleList(
+        UpBlock(features[i + 1], features[i], features[i], scale, spatial_dims, **norm)
+        for i in reversed(range(len(features) - 1))
+    )
+
+
+def dropout_level_set(dropout_levels: Sequence[int] | None, levels: int) -> frozenset[int]:
+    """1-based levels followed by dropout; None: the two deepest of ``levels``."""
+    if dropout_levels is None:
+        dropout_levels = (levels - 1, levels)
+    return frozenset(int(level) for level in dropout_levels)
+
+
 class SqueezeExcitation(nn.Module):
     """Squeeze-and-excitation (Hu et al. 2018): channels re-weighted by a gate in (0, 1).
 

@@ -31,14 +31,20 @@ from lesionseg.models import MODELS
 from lesionseg.models.blocks import (
     KERAS_BN_EPS,
     KERAS_BN_MOMENTUM,
-    ConvBlock,
     SqueezeExcitation,
-    UpBlock,
+    decoder_blocks,
+    dropout_level_set,
+    encoder_blocks,
     glorot_uniform_,
     he_normal_,
 )
 from lesionseg.models.geometry import ModelGeometry
-from lesionseg.models.unet import TRANSFORM_FEATURES, check_input, default_activation
+from lesionseg.models.unet import (
+    TRANSFORM_FEATURES,
+    UNetPass,
+    check_input,
+    default_activation,
+)
 
 _VARIANT = re.compile(r"(se)?add-?([1-9]+)", re.IGNORECASE)
 
@@ -94,7 +100,7 @@ class DimensionTransform(nn.Module):
         return self.se_3d(torch.relu(self.project(planes))) + self.se_2d(x2d)
 
 
-class DUNet(nn.Module):
+class DUNet(UNetPass, nn.Module):
     """Dimension-fusion U-Net for slice stacks; returns logits (N, num_classes, H, W).
 
     Args:
@@ -156,10 +162,7 @@ class DUNet(nn.Module):
         self.depth = 1 + sum(slice_context)
         norm = {"batch_norm": batch_norm, "bn_momentum": bn_momentum, "bn_eps": bn_eps}
 
-        channels = (in_channels * self.depth, *features)
-        self.encoder = nn.ModuleList(
-            ConvBlock(channels[i], channels[i + 1], 2, **norm) for i in range(levels)
-        )
+        self.encoder = encoder_blocks(in_channels * self.depth, features, 2, **norm)
         self.pool = nn.MaxPool2d(2)
 
         # 3D branch: pool by 2 on every axis, the depth only while it is at least 2
@@ -170,10 +173,7 @@ class DUNet(nn.Module):
             depth_pool = 2 if depths[-1] >= 2 else 1
             self.pools_3d.append(nn.MaxPool3d((depth_pool, 2, 2)))
             depths.append(depths[-1] // depth_pool)
-        channels_3d = (in_channels, *features_3d)
-        self.encoder_3d = nn.ModuleList(
-            ConvBlock(channels_3d[i], channels_3d[i + 1], 3, **norm) for i in range(levels_3d)
-        )
+        self.encoder_3d = encoder_blocks(in_channels, features_3d, 3, **norm)
         self.fusions = nn.ModuleDict(
             {
                 str(level): DimensionTransform(
@@ -183,14 +183,9 @@ class DUNet(nn.Module):
             }
         )
 
-        if dropout_levels is None:
-            dropout_levels = (levels - 1, levels)
-        self.dropout_levels = frozenset(int(level) for level in dropout_levels)
+        self.dropout_levels = dropout_level_set(dropout_levels, levels)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.decoder = nn.ModuleList(
-            UpBlock(features[i + 1], features[i], features[i], 2, 2, **norm)
-            for i in reversed(range(levels - 1))
-        )
+        self.decoder = decoder_blocks(features, 2, 2, **norm)
         self.head = nn.Conv2d(features[0], num_classes, kernel_size=1)
         self.apply(he_normal_)
         glorot_uniform_(self.head)  # Keras' default initialiser: the official code names none here
@@ -210,25 +205,23 @@ class DUNet(nn.Module):
         """Logits (N, num_classes, H, W) for slice stacks (N, C·S, H, W)."""
         check_input(x, self.geometry)
         n, _, h, w = x.shape
-        volume = x.reshape(n, self.in_channels, self.depth, h, w)
-        skips = []
-        for level, block in enumerate(self.encoder, start=1):
+        fused = self._encode_3d(x.reshape(n, self.in_channels, self.depth, h, w))
+
+        def fuse(level: int, x2d: torch.Tensor) -> torch.Tensor:
+            return self.fusions[str(level)](fused[level], x2d) if level in fused else x2d
+
+        return self.head(self.encode_decode(x, fuse))
+
+    def _encode_3d(self, volume: torch.Tensor) -> dict[int, torch.Tensor]:
+        """The 3D branch's features at each fusion level (it does not depend on the 2D one)."""
+        out = {}
+        for level, block in enumerate(self.encoder_3d, start=1):
             if level > 1:
-                x = self.pool(x)
-            x = block(x)
-            if level <= len(self.encoder_3d):
-                if level > 1:
-                    volume = self.pools_3d[level - 2](volume)
-                volume = self.encoder_3d[level - 1](volume)
-            if str(level) in self.fusions:
-                x = self.fusions[str(level)](volume, x)
-            if level in self.dropout_levels:
-                x = self.dropout(x)
-            skips.append(x)
-        x = skips.pop()
-        for up in self.decoder:
-            x = up(x, skips.pop())
-        return self.head(x)
+                volume = self.pools_3d[level - 2](volume)
+            volume = block(volume)
+            if level in self.fusion_levels:
+                out[level] = volume
+        return out
 
 
 @MODELS.register("dunet")

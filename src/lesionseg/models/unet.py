@@ -19,7 +19,7 @@ one input channel, one output map):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -29,9 +29,11 @@ from lesionseg.models.blocks import (
     KERAS_BN_EPS,
     KERAS_BN_MOMENTUM,
     ConvBlock,
-    UpBlock,
     as_tuple,
     conv_type,
+    decoder_blocks,
+    dropout_level_set,
+    encoder_blocks,
     glorot_uniform_,
     he_normal_,
     max_pool_type,
@@ -70,7 +72,49 @@ def check_input(x: torch.Tensor, geometry: ModelGeometry) -> None:
         )
 
 
-class UNetBackbone(nn.Module):
+class UNetPass:
+    """The encoder–decoder pass shared by :class:`UNetBackbone` and D-UNet (a mixin).
+
+    The module defines ``encoder`` (a conv block per level), ``pool``, ``dropout``,
+    ``dropout_levels`` (1-based) and ``decoder`` (an up block per level but the deepest,
+    deepest first).
+    """
+
+    encoder: nn.ModuleList
+    pool: nn.Module
+    dropout: nn.Module
+    dropout_levels: frozenset[int]
+    decoder: nn.ModuleList
+
+    def encode_decode(
+        self,
+        x: torch.Tensor,
+        fuse: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Map (N, C, *spatial) to (N, features[0], *spatial).
+
+        Args:
+            x: The input.
+            fuse: Called as ``fuse(level, features)`` on each level's conv-block output
+                (before its dropout); returns the features that go on (D-UNet's fusion).
+        """
+        skips = []
+        for level, block in enumerate(self.encoder, start=1):
+            if level > 1:
+                x = self.pool(x)
+            x = block(x)
+            if fuse is not None:
+                x = fuse(level, x)
+            if level in self.dropout_levels:
+                x = self.dropout(x)
+            skips.append(x)
+        x = skips.pop()
+        for up in self.decoder:
+            x = up(x, skips.pop())
+        return x
+
+
+class UNetBackbone(UNetPass, nn.Module):
     """Encoder–decoder returning ``features[0]`` maps at the input resolution (no classifier).
 
     Args:
@@ -105,38 +149,19 @@ class UNetBackbone(nn.Module):
             raise ValueError(f"a U-Net needs at least two levels, got features={features}")
         levels = len(features)
         self.pool_size = as_tuple(pool_size, spatial_dims)
-        if dropout_levels is None:
-            dropout_levels = (levels - 1, levels)
-        self.dropout_levels = frozenset(int(level) for level in dropout_levels)
+        self.dropout_levels = dropout_level_set(dropout_levels, levels)
         norm = {"batch_norm": batch_norm, "bn_momentum": bn_momentum, "bn_eps": bn_eps}
 
-        channels = (in_channels, *features)
-        self.encoder = nn.ModuleList(
-            ConvBlock(channels[i], channels[i + 1], spatial_dims, **norm) for i in range(levels)
-        )
+        self.encoder = encoder_blocks(in_channels, features, spatial_dims, **norm)
         self.pool = max_pool_type(spatial_dims)(kernel_size=self.pool_size)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.decoder = nn.ModuleList(
-            UpBlock(features[i + 1], features[i], features[i], self.pool_size, spatial_dims, **norm)
-            for i in reversed(range(levels - 1))
-        )
+        self.decoder = decoder_blocks(features, self.pool_size, spatial_dims, **norm)
         self.out_channels = features[0]
         self.size_multiple = tuple(p ** (levels - 1) for p in self.pool_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map (N, C, *spatial) to (N, features[0], *spatial)."""
-        skips = []
-        for level, block in enumerate(self.encoder, start=1):
-            if level > 1:
-                x = self.pool(x)
-            x = block(x)
-            if level in self.dropout_levels:
-                x = self.dropout(x)
-            skips.append(x)
-        x = skips.pop()
-        for up in self.decoder:
-            x = up(x, skips.pop())
-        return x
+        return self.encode_decode(x)
 
 
 class UNet(nn.Module):

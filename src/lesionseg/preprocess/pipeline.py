@@ -199,7 +199,6 @@ def preprocess_subject(
     out_shape = cropped_shape
     affine = crop_affine
     if config.target_spacing is not None or config.target_shape is not None:
-        out_shape = cropped_shape
         if config.target_spacing is not None:
             out_shape = resampled_shape(cropped_shape, spacing, config.target_spacing)
         if config.target_shape is not None:

@@ -1,8 +1,9 @@
 """Training examples from preprocessed subjects, looked up by name in :data:`SAMPLERS`.
 
 Registered samplers: ``segments`` (class-balanced 3D segments, DeepMedic and every
-dense 3D model). Samplers for 2D / 2.5D slices, candidate patches and components
-plug into the same :class:`~lesionseg.sampling.base.Sampler` interface.
+dense 3D model) and ``slices`` (2D slices and 2.5D slice stacks, the U-Nets and
+D-UNet). Samplers for candidate patches and components plug into the same
+:class:`~lesionseg.sampling.base.Sampler` interface.
 """
 
 from lesionseg.registry import Registry

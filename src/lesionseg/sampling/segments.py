@@ -118,6 +118,11 @@ class SegmentSampler(Sampler):
         self.classes, self.probabilities = self._class_probabilities(
             foreground_fraction, class_probabilities
         )
+        # Subjects that contain each class (drawn from on every draw: computed once).
+        self._holders = {
+            k: [i for i, idx in enumerate(self._index) if k in idx and idx[k].count]
+            for k in self.classes
+        }
         self._minimum = [None] * len(self.subjects)
 
     def _index_subject(self, subject: SubjectArrays) -> dict[int, _ClassVoxels]:
@@ -170,7 +175,7 @@ class SegmentSampler(Sampler):
     def draw_centre(self, rng: np.random.Generator) -> tuple[int, tuple[int, ...], int]:
         """Draw (subject index, centre voxel, class) as described in the module docstring."""
         k = self.classes[int(rng.choice(len(self.classes), p=self.probabilities))]
-        holders = [i for i, idx in enumerate(self._index) if k in idx and idx[k].count]
+        holders = self._holders[k]
         s = holders[int(rng.integers(len(holders)))]
         subject = self.subjects[s]
 

@@ -25,6 +25,7 @@ import copy
 import hashlib
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -628,7 +629,7 @@ def train(
         None if cache is None else str(cache),
         progress,
     )
-    is_main = int(__import__("os").environ.get("RANK", "0")) == 0
+    is_main = int(os.environ.get("RANK", "0")) == 0
     if is_main:
         if out.exists() and any(out.iterdir()):
             if not overwrite:

@@ -24,14 +24,6 @@ def dice_per_class(pred: np.ndarray, ref: np.ndarray, classes: Sequence[int]) ->
     return scores
 
 
-def labels_from_probabilities(probabilities: np.ndarray, activation: str) -> np.ndarray:
-    """Label map from ``(K, *spatial)`` probabilities (argmax, or > 0.5 for one sigmoid map)."""
-    # predict_volume gives a sigmoid model two maps (1 − p, p): argmax is then p > 0.5
-    if probabilities.shape[0] == 1:
-        return (probabilities[0] > 0.5).astype(np.uint8)
-    return probabilities.argmax(axis=0).astype(np.uint8)
-
-
 def validate(
     model: nn.Module,
     subjects: Sequence,
@@ -53,12 +45,11 @@ def validate(
         tile_size: Predictor tile (output) size; None lets the predictor choose.
         axis: Slice axis for 2D models (the axis their training slices were drawn along).
     """
-    from lesionseg.inference.predictor import predict_volume
+    from lesionseg.inference.predictor import labels_from_probabilities, predict_volume
 
     was_training = model.training
     model.eval()
     per_case: dict[str, float] = {}
-    activation = getattr(getattr(model, "geometry", None), "output_activation", "softmax")
     try:
         for subject in subjects:
             probabilities = predict_volume(
@@ -70,9 +61,8 @@ def validate(
                 amp=amp,
                 axis=axis,
             )
-            if isinstance(probabilities, torch.Tensor):
-                probabilities = probabilities.float().cpu().numpy()
-            pred = labels_from_probabilities(np.asarray(probabilities), activation)
+            # A sigmoid model has two maps (1 − p, p) here: the argmax is then p > 0.5.
+            pred = labels_from_probabilities(probabilities)
             scores = dice_per_class(pred, np.asarray(subject.label), classes)
             per_case[subject.id] = float(np.mean(scores))
     finally:
