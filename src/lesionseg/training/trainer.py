@@ -157,6 +157,34 @@ def model_config(recipe: Recipe, channel_names, labels, network: str, extra=None
     }
 
 
+def as_float(outputs):
+    """Outputs in float32 for the loss: a tensor, or a tuple/list of them (several heads)."""
+    if isinstance(outputs, torch.Tensor):
+        return outputs.float()
+    return type(outputs)(as_float(o) for o in outputs)
+
+
+def check_output_matches_target(outputs, target: torch.Tensor, where: str) -> None:
+    """Raise a clear error when the model's output grid is not the sampler's target grid.
+
+    Dense models give ``(N, K, *spatial)`` for targets ``(N, *spatial)`` (or
+    ``(N, 1, *spatial)``); patch classifiers give ``(N, K)`` for targets ``(N,)``; models
+    with several outputs (deep supervision, EDD's heads) are checked on the first,
+    full-resolution one.
+    """
+    logits = outputs if isinstance(outputs, torch.Tensor) else outputs[0]
+    spatial = tuple(logits.shape[2:])
+    if spatial:
+        matches = tuple(target.shape[-len(spatial) :]) == spatial
+    else:
+        matches = target.shape[0] == logits.shape[0] and target.numel() == logits.shape[0]
+    if not matches:
+        raise LesionsegError(
+            f"model output {tuple(logits.shape)} does not match the sampler's "
+            f"target {tuple(target.shape)}; check {where}.sampler against the model's geometry"
+        )
+
+
 @dataclass
 class _Step:
     """What one optimisation step needs (model may be the DDP wrapper of network)."""
@@ -178,14 +206,9 @@ class _Step:
         image = batch["image"].to(self.device, non_blocking=True)
         target = batch["target"].to(self.device, non_blocking=True)
         with torch.autocast("cuda", enabled=self.amp):
-            logits = self.model(image)
-            if logits.shape[2:] != target.shape[-(logits.dim() - 2) :]:
-                raise LesionsegError(
-                    f"model output {tuple(logits.shape[2:])} does not match the sampler's "
-                    f"target {tuple(target.shape[1:])}; check {where}.sampler against the "
-                    "model's geometry"
-                )
-            loss = self.loss_fn(logits.float(), target)
+            outputs = self.model(image)
+            check_output_matches_target(outputs, target, where)
+            loss = self.loss_fn(as_float(outputs), target)
         objective = loss
         if self.l1 or self.l2:
             objective = loss + weight_penalty(self.penalised, self.l1, self.l2)
