@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numba as nb
 import numpy as np
 import pytest
 
@@ -104,9 +105,9 @@ def test_lattice_matches_reference_algorithm(d):
     )
 
 
-def test_lattice_many_chunks_and_table_growth():
+def test_lattice_many_chunks_and_many_vertices():
     # 20 000 sparse 7-D points: several parallel chunks in the first pass, and about 8
-    # vertices per point, beyond the first hash table's capacity (it is rebuilt bigger)
+    # vertices per point (nearly every vertex belongs to one point only)
     rng = np.random.default_rng(7)
     features = (rng.normal(size=(7, 20000)) * 3).astype(np.float32)
     values = rng.random((1, 20000)).astype(np.float32)
@@ -151,6 +152,52 @@ def test_grid_features_equal_explicit_positions():
     plain = PermutohedralLattice(explicit)
     values = rng.random((2, n)).astype(np.float32)
     np.testing.assert_allclose(on_grid.filter(values), plain.filter(values), rtol=1e-4, atol=1e-5)
+
+
+def test_grid_subset_equals_explicit_positions():
+    # a lattice over some voxels of a grid (grid_index) is the lattice of their features
+    rng = np.random.default_rng(1)
+    shape = (9, 8, 7)
+    index = np.flatnonzero(rng.random(int(np.prod(shape))) < 0.4)
+    intensities = rng.integers(0, 255, size=(3, index.size)).astype(np.uint8)
+    inv_sigma = np.array([1 / 10.0, 1 / 25.0, 1 / 4.0])
+    grid_scale = (0.4, 0.5, 0.3)
+    subset = PermutohedralLattice(intensities, inv_sigma, shape, grid_scale, grid_index=index)
+    x, y, z = np.unravel_index(index, shape)
+    explicit = np.concatenate(
+        [
+            intensities * inv_sigma[:, None],
+            [z * grid_scale[2], y * grid_scale[1], x * grid_scale[0]],
+        ]
+    )
+    plain = PermutohedralLattice(explicit.astype(np.float32))
+    assert subset.n_points == index.size and subset.n_vertices == plain.n_vertices
+    values = rng.random((2, index.size)).astype(np.float32)
+    np.testing.assert_allclose(subset.filter(values), plain.filter(values), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="outside the grid"):
+        PermutohedralLattice(intensities, inv_sigma, shape, grid_scale, grid_index=index + 10**4)
+    with pytest.raises(ValueError, match="grid_index has"):
+        PermutohedralLattice(intensities, inv_sigma, shape, grid_scale, grid_index=index[1:])
+
+
+def test_lattice_same_with_one_and_two_threads():
+    # the parallel splat, blur and slice must not race: the same result on two threads
+    rng = np.random.default_rng(4)
+    shape = (40, 36, 30)
+    n = int(np.prod(shape))
+    intensities = rng.integers(0, 40, size=(4, n)).astype(np.uint8)
+    values = rng.random((1, n)).astype(np.float32)
+    previous = nb.get_num_threads()
+    results = []
+    try:
+        for threads in (1, min(2, nb.config.NUMBA_NUM_THREADS)):
+            nb.set_num_threads(threads)
+            lattice = PermutohedralLattice(intensities, np.full(4, 1 / 3), shape, (0.3, 0.3, 0.3))
+            results.append((lattice.n_vertices, lattice.filter(values)))
+    finally:
+        nb.set_num_threads(previous)
+    assert results[0][0] == results[1][0]
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-6)
 
 
 def _exact_gaussian(features: np.ndarray, values: np.ndarray) -> np.ndarray:

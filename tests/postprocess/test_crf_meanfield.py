@@ -9,7 +9,15 @@ from scipy.special import softmax
 
 from lesionseg.errors import LesionsegError
 from lesionseg.postprocess import POSTPROCESS
-from lesionseg.postprocess.crf import CRFParams, crf_labels, dense_crf, map_intensities
+from lesionseg.postprocess.crf import (
+    CRFParams,
+    appearance,
+    crf_labels,
+    dense_crf,
+    map_intensities,
+    meanfield,
+)
+from lesionseg.postprocess.crf.appearance import AppearanceFilter
 from lesionseg.postprocess.crf.lattice import PermutohedralLattice
 
 
@@ -250,3 +258,63 @@ def test_registered_step_uses_params_mask_and_overrides(tmp_path):
     np.testing.assert_allclose(masked[:, mask == 1], expected[:, mask == 1])
     with pytest.raises(LesionsegError, match="unknown CRF parameter"):
         step(prob, image=image, spacing=(1, 1, 1), bogus=1)
+
+
+def background_case(seed=0, channels=2, shape=(16, 16, 14)):
+    """A z-scored "brain" with a lesion inside a background of zeros, as skull-stripped data."""
+    rng = np.random.default_rng(seed)
+    grid = np.indices(shape) - (np.array(shape) - 1)[:, None, None, None] / 2
+    brain = ((grid / np.array([6.5, 7.0, 5.5])[:, None, None, None]) ** 2).sum(0) <= 1
+    lesion = ((grid - np.array([1, 2, 0])[:, None, None, None]) ** 2).sum(0) <= 9
+    image = np.stack(
+        [1.0 + lesion * (1 + 0.5 * c) + rng.normal(0, 0.3, shape) for c in range(channels)]
+    )
+    image = (image - image[:, brain].mean(1)[:, None, None, None]) / image[:, brain].std(1)[
+        :, None, None, None
+    ]
+    image[:, ~brain] = 0
+    logits = np.stack([np.zeros(shape), lesion * 3.0 - 1.5 + rng.normal(0, 1, shape)])
+    fg = softmax(2 * ndi.gaussian_filter(logits, (0, 0.8, 0.8, 0.8)), axis=0)[1] * brain
+    return np.stack([1 - fg, fg]).astype(np.float32), image.astype(np.float32), brain
+
+
+@pytest.mark.parametrize("channels, spacing", [(1, (1.0, 1.0, 1.0)), (3, (1.0, 1.5, 2.0))])
+def test_background_split_crf_agrees_with_brute_force(channels, spacing, monkeypatch):
+    """Skull-stripped input: the background goes through exact grid filters, the brain
+    through the lattice; against the exact dense mean field (same tolerance as above) and
+    against the CRF with one lattice over every voxel (the official computation)."""
+    prob, image, brain = background_case(channels, channels)
+    params = CRFParams()
+    sigma = [s / h for s, h in zip(params.appearance_sigma_mm, spacing)]
+    mapped = map_intensities(image, *params.intensity_range)
+    split = AppearanceFilter(mapped, params.intensity_sigmas(channels), brain.shape, sigma)
+    # brain voxels whose mapped intensities equal the background's are background too
+    assert split.split and 0.95 * brain.sum() <= split.n_lattice_points <= brain.sum()
+    assert split.near.size > 0
+    expected = brute_force_crf(prob, image, spacing, params)
+    refined = dense_crf(prob, image, spacing, params)
+    assert (expected.argmax(0) != prob.argmax(0)).any()  # the CRF changes labels here
+    assert np.abs(refined - expected).mean() <= params.appearance_weight * 0.01
+    assert (crf_labels(refined) == expected.argmax(0)).mean() >= 0.99
+    monkeypatch.setattr(appearance, "MIN_BACKGROUND_FRACTION", 2.0)  # no split
+    full = dense_crf(prob, image, spacing, params)
+    assert np.abs(refined - expected).mean() <= np.abs(full - expected).mean() * 1.1
+    assert (crf_labels(refined) == crf_labels(full)).mean() >= 0.995
+
+
+def test_constant_image_crf_equals_brute_force():
+    # one intensity everywhere: the appearance kernel is a spatial Gaussian, filtered
+    # exactly, so only float32 rounding and the 4σ truncation separate it from the reference
+    prob, _ = synthetic_case(seed=5, classes=3, channels=2)
+    image = np.zeros((2, *prob.shape[1:]), np.float32)
+    params = CRFParams(appearance_sigma_mm=(2.0, 2.5, 1.5), smoothness_sigma_mm=(1.0, 1.0, 2.0))
+    expected = brute_force_crf(prob, image, (1, 1, 1), params)
+    np.testing.assert_allclose(dense_crf(prob, image, (1, 1, 1), params), expected, atol=2e-3)
+
+
+def test_two_threads_give_the_same_result(monkeypatch):
+    prob, image, _ = background_case(seed=2, channels=2)
+    monkeypatch.setattr(meanfield, "PARALLEL_MIN_VOXELS", 0)  # parallel even when small
+    one = dense_crf(prob, image, (1, 1, 1), threads=1)
+    two = dense_crf(prob, image, (1, 1, 1), threads=2)
+    np.testing.assert_allclose(one, two, atol=1e-5)
