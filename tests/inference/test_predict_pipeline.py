@@ -232,3 +232,27 @@ def test_cli_predict_dataset_test_split(tmp_path, msd_dataset):
         main(["predict", "-m", model, "-i", str(msd_dataset), "-o", str(out), "--device", "cuda:7"])
         == 2
     )
+
+
+def test_recipe_tile_is_used_unless_tile_is_given(tmp_path, lps_subject, monkeypatch):
+    import json
+
+    import lesionseg.inference.pipeline as pipeline
+
+    subject, _, _ = lps_subject
+    folder = threshold_model(tmp_path / "m")
+    config = json.loads((folder / "config.json").read_text())
+    config["recipe"]["predict"]["tile"] = 6
+    (folder / "config.json").write_text(json.dumps(config))
+    seen = []
+    real = pipeline.predict_volume
+
+    def spy(model, image, **kwargs):
+        seen.append(kwargs["tile_size"])
+        return real(model, image, **kwargs)
+
+    monkeypatch.setattr(pipeline, "predict_volume", spy)
+    models = load_models([folder])
+    predict_subject(models, subject, tmp_path / "a")
+    predict_subject(models, subject, tmp_path / "b", tile_size=9)
+    assert seen == [6, 9]

@@ -270,7 +270,10 @@ def predict_subject(
         probs = None
         for member in members:
             axis = int(member.config.get("slice_axis", 2))
-            p = predict_volume(member.model, pre.image, mask=pre.mask, axis=axis, **kwargs)
+            # --tile wins; otherwise the recipe's predict.tile; otherwise chosen from memory
+            recipe_tile = ((member.config.get("recipe") or {}).get("predict") or {}).get("tile")
+            member_kwargs = dict(kwargs, tile_size=tile_size or recipe_tile)
+            p = predict_volume(member.model, pre.image, mask=pre.mask, axis=axis, **member_kwargs)
             probs = p if probs is None else probs + p
         probs /= len(members)
         probs, labels = run_postprocess(steps, probs, pre.image, pre.mask, pre.spacing)
