@@ -116,7 +116,7 @@ def test_input_errors(tmp_path, folders):
         evaluate(root / "a", root / "b" / "case0_seg.nii.gz")
     _save(tmp_path / "soft" / "case0.nii.gz", np.full((4, 4, 4), 0.3, np.float32))
     with pytest.raises(LesionsegError, match="non-integer"):
-        evaluate(tmp_path / "soft", root / "ref")
+        evaluate(tmp_path / "soft", root / "ref", missing="skip")
     with pytest.raises(LesionsegError, match="--hd95"):
         evaluate(root / "a", root / "ref", hd95="max")
     files = find_cases([root / "a" / "case0_seg.nii.gz", root / "a" / "case2_seg.nii.gz"])

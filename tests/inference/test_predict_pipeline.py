@@ -207,7 +207,8 @@ def test_cli_predict_dataset_test_split(tmp_path, msd_dataset):
     model = str(threshold_model(tmp_path / "m"))
     out = tmp_path / "out"
     assert main(["predict", "-m", model, "-i", str(msd_dataset), "-o", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["case_002_seg.nii.gz"]
+    # besides the outputs, only the marker that says lesionseg made this folder
+    assert sorted(p.name for p in out.iterdir()) == [".lesionseg.json", "case_002_seg.nii.gz"]
     assert (
         main(
             [
@@ -227,7 +228,7 @@ def test_cli_predict_dataset_test_split(tmp_path, msd_dataset):
         )
         == 0
     )
-    assert len(list(out.iterdir())) == 3
+    assert len(list(out.glob("*_seg.nii.gz"))) == 3
     assert (
         main(["predict", "-m", model, "-i", str(msd_dataset), "-o", str(out), "--device", "cuda:7"])
         == 2

@@ -1,14 +1,18 @@
 """Entry point of the ``lesionseg`` program: builds the parser and runs a sub-command.
 
 User errors (:class:`~lesionseg.errors.LesionsegError`) are printed as one line
-with exit status 2; other exceptions are bugs and print a traceback only with
-``--debug`` (otherwise one line and exit status 1).
+with exit status 2, and so are the operating system's refusals (a full or read-only
+disk, a missing permission: :class:`OSError` with a file name) and a request for more
+memory than the machine has; other exceptions are bugs and print a traceback only with
+``--debug`` (otherwise one line and exit status 1). A closed output pipe
+(``lesionseg info ... | head``) ends the program quietly with status 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 from collections.abc import Sequence
@@ -61,6 +65,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _os_error_line(err: OSError) -> str | None:
+    """One line for an operating-system error that names a file; None for other errors."""
+    if not getattr(err, "filename", None):
+        return None
+    from lesionseg.data.atomic import disk_error
+
+    return str(disk_error(err, err.filename)).replace("cannot write", "cannot access", 1)
+
+
+def _quiet_broken_pipe() -> int:
+    """The reader of our output went away (``| head``): stop quietly, as Unix tools do."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout without a file descriptor (captured in tests)
+        pass
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``lesionseg`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
     parser = build_parser()
@@ -68,25 +91,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return EXIT_USER_ERROR
+    prefix = f"lesionseg {args.command}"
     try:
-        return int(args._run(args) or 0)
+        code = int(args._run(args) or 0)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except LesionsegError as err:
         if args.debug:
             raise
-        print(f"lesionseg {args.command}: error: {err}", file=sys.stderr)
+        print(f"{prefix}: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print(f"lesionseg {args.command}: interrupted", file=sys.stderr)
+        print(f"{prefix}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except MemoryError as err:
+        if args.debug:
+            raise
+        detail = f" ({err})" if str(err) else ""
+        print(
+            f"{prefix}: error: not enough memory for this input{detail}; use a smaller --tile "
+            "or --batch-size, or a machine with more memory",
+            file=sys.stderr,
+        )
+        return EXIT_USER_ERROR
+    except OSError as err:
+        line = _os_error_line(err)
+        if args.debug or line is None:
+            if args.debug:
+                raise
+            return _internal_error(prefix, err)
+        print(f"{prefix}: error: {line}", file=sys.stderr)
+        return EXIT_USER_ERROR
     except Exception as err:  # a bug: keep the user's terminal readable unless asked
         if args.debug:
             raise
-        print(
-            f"lesionseg {args.command}: internal error: {type(err).__name__}: {err} "
-            "(rerun with --debug for the traceback)",
-            file=sys.stderr,
-        )
-        return 1
+        return _internal_error(prefix, err)
+
+
+def _internal_error(prefix: str, err: BaseException) -> int:
+    print(
+        f"{prefix}: internal error: {type(err).__name__}: {err} "
+        "(rerun with --debug for the traceback)",
+        file=sys.stderr,
+    )
+    return 1
 
 
 if __name__ == "__main__":

@@ -26,10 +26,17 @@ from lesionseg.data.nifti import Grid, Volume, is_nifti_path, load_nifti, strip_
 from lesionseg.errors import LesionsegError
 from lesionseg.evaluation.groups import lesion_size_groups, mean_lesion_size
 from lesionseg.evaluation.lesionwise import PRESETS, get_preset, lesion_metrics
-from lesionseg.evaluation.regions import present_labels, region_definitions, region_mask
+from lesionseg.evaluation.messages import short_list
+from lesionseg.evaluation.regions import (
+    LabelCensus,
+    present_labels,
+    region_definitions,
+    region_mask,
+)
 from lesionseg.evaluation.statistics import (
     PairedTest,
     global_dice_rows,
+    metric_columns,
     paired_test_rows,
     summary_rows,
 )
@@ -146,11 +153,13 @@ class CaseFiles:
         files: Case id → file.
         label_names: Label value → name when read from a data set, else None.
         origin: Where the files came from, for messages.
+        splits: Case id → ``"train"`` or ``"test"`` when read from a data set, else empty.
     """
 
     files: dict[str, Path]
     label_names: dict[int, str] | None = None
     origin: str = ""
+    splits: dict[str, str] = field(default_factory=dict)
 
 
 _SKIP_SUFFIXES = ("_prob",)
@@ -184,11 +193,12 @@ def find_cases(source: Source, role: str = "prediction") -> CaseFiles:
         )
         if is_dataset:
             dataset = load_dataset(path)
-            files = {s.id: s.label for s in dataset.subjects if s.label is not None}
-            if not files:
+            labelled = [s for s in dataset.subjects if s.label is not None]
+            if not labelled:
                 raise LesionsegError(f"data set has no label maps to use as {role}", path)
             names = {v: n for v, n in dataset.labels.items() if v > 0}
-            return CaseFiles(files, names, str(path))
+            files = {s.id: s.label for s in labelled}
+            return CaseFiles(files, names, str(path), {s.id: s.split for s in labelled})
         if path.is_dir():
             found = sorted(
                 p
@@ -285,6 +295,91 @@ def on_reference_grid(pred: Volume, ref: Volume, resample: bool) -> np.ndarray:
     return resample_nearest(pred.data, pred.grid, ref.grid)
 
 
+# ----------------------------------------------------------------------------- pairing
+
+#: How a reference case without a prediction of a method is treated (``missing=``).
+MISSING_RULES = {
+    "error": "refused: every reference case needs a prediction",
+    "skip": "left out of every mean (--allow-missing)",
+    "empty": "scored as empty predictions (--missing-as-empty)",
+}
+#: The ``prediction`` column of a case scored as an empty prediction.
+MISSING_EMPTY = "missing: scored as empty"
+
+
+def _check_pairing(name: str, found: CaseFiles, ref_cases: CaseFiles) -> None:
+    """Refuse predictions without a reference, with a plain message when nothing pairs."""
+    unpaired = sorted(set(found.files) - set(ref_cases.files))
+    if not unpaired:
+        return
+    if len(unpaired) == len(found.files):
+        raise LesionsegError(
+            f"prediction set {name!r} ({found.origin}) and the reference ({ref_cases.origin}) "
+            f"have no case in common: prediction cases {short_list(unpaired, 3)}; reference "
+            f"cases {short_list(sorted(ref_cases.files), 3)}; files are paired by case id, "
+            "the file name without .nii[.gz] and a trailing _seg"
+        )
+    raise LesionsegError(
+        f"prediction set {name!r}: {len(unpaired)} case(s) without a reference in "
+        f"{ref_cases.origin}: {short_list(unpaired)}"
+    )
+
+
+def _expected_cases(ref_cases: CaseFiles, pred_cases: Mapping[str, CaseFiles]) -> CaseFiles:
+    """The reference cases that need a prediction.
+
+    With a data set as reference, the labelled cases of the split(s) the predictions
+    come from: ``lesionseg predict`` on a data set predicts its test split, and the
+    training cases are then not missing predictions.
+    """
+    if not ref_cases.splits:
+        return ref_cases
+    predicted = set().union(*(f.files for f in pred_cases.values()))
+    splits = {ref_cases.splits[c] for c in predicted if c in ref_cases.splits}
+    if not splits or splits == set(ref_cases.splits.values()):
+        return ref_cases
+    keep = {c: path for c, path in ref_cases.files.items() if ref_cases.splits[c] in splits}
+    return CaseFiles(
+        keep,
+        ref_cases.label_names,
+        f"{ref_cases.origin} ({' and '.join(sorted(splits))} split)",
+        {c: ref_cases.splits[c] for c in keep},
+    )
+
+
+def _refuse_missing(
+    missing_ids: Mapping[str, list[str]],
+    pred_cases: Mapping[str, CaseFiles],
+    ref_cases: CaseFiles,
+) -> None:
+    """The default: a mean over fewer cases than the reference has is an error."""
+    for name, ids in missing_ids.items():
+        if ids:
+            raise LesionsegError(
+                f"prediction set {name!r} ({pred_cases[name].origin}): {len(ids)} of "
+                f"{len(ref_cases.files)} reference cases have no prediction: {short_list(ids)}; "
+                "pass --missing-as-empty to score them as empty predictions, or "
+                "--allow-missing to leave them out of the means"
+            )
+
+
+def missing_lines(settings: Mapping) -> list[str]:
+    """One line per prediction set with missing cases: how many, which, and how scored.
+
+    Args:
+        settings: :attr:`EvaluationResult.settings` (``missing_predictions``,
+            ``reference_cases`` and ``missing_predictions_rule``).
+    """
+    total = settings.get("reference_cases")
+    rule = settings.get("missing_predictions_rule")
+    return [
+        f"missing predictions: {len(ids)} of {total} reference cases for {method!r} "
+        f"({short_list(ids)}); {rule}"
+        for method, ids in settings.get("missing_predictions", {}).items()
+        if ids
+    ]
+
+
 # ----------------------------------------------------------------------------- results
 
 
@@ -294,15 +389,22 @@ class EvaluationResult:
 
     Attributes:
         rows: One dict per method, case and region: ``method``, ``case``,
-            ``region`` [, ``size_group``] and the metrics.
+            ``prediction`` (file name, or :data:`MISSING_EMPTY`), ``region``
+            [, ``size_group``] and the metrics.
         methods: Method names in order.
         settings: Definitions used (HD95 variant, lesion-wise presets with their
-            rules, empty-case rules, grids), for the record and the output files.
+            rules, empty-case rules, grids, missing predictions, label warnings),
+            for the record and the output files.
     """
 
     rows: list[dict]
     methods: list[str]
     settings: dict = field(default_factory=dict)
+
+    @property
+    def warnings(self) -> list[str]:
+        """Problems a reader of the means must know about, one line each (for stderr)."""
+        return missing_lines(self.settings) + list(self.settings.get("label_warnings", []))
 
     def summary(
         self, keys: Sequence[str] = ("method", "region"), metrics: Sequence[str] | None = None
@@ -327,7 +429,7 @@ class EvaluationResult:
                 raise LesionsegError(
                     f"--compare: no method {m!r} (methods: {', '.join(self.methods)})"
                 )
-        if self.rows and metric not in self.rows[0]:
+        if self.rows and metric not in metric_columns(self.rows):
             raise LesionsegError(f"--compare-metric: no metric {metric!r} in the results")
         return paired_test_rows(self.rows, method_a, method_b, metric)
 
@@ -344,6 +446,50 @@ def _method_name(source: Source, index: int) -> str:
     return "prediction" if index == 0 else f"prediction{index + 1}"
 
 
+@dataclass
+class _Scoring:
+    """How every case is scored, and the labels the scoring has seen so far."""
+
+    labels: list[int] | None
+    regions: str | Mapping[str, Iterable[int]] | None
+    label_names: Mapping[int, str] | None
+    options: dict
+    census: LabelCensus = field(default_factory=LabelCensus)
+    seen_labels: set[int] = field(default_factory=set)
+
+    def record(self, group: str, path: Path | None, label_map: np.ndarray) -> None:
+        """Note the values of a file, to check the region scheme against them."""
+        if self.regions is not None and path is not None:  # only a scheme can be wrong
+            self.census.add(group, path, label_map)
+
+    def rows(self, method: str, case: str, pred: np.ndarray, ref: Volume) -> list[dict]:
+        """The rows of one method's prediction of one case."""
+        labels = self.labels
+        if labels is None and self.regions is None:
+            labels = present_labels(pred, ref.data)
+            self.seen_labels.update(labels)
+        if not labels and self.regions is None:
+            return []  # both maps empty: filled in later with the labels of other cases
+        rows = evaluate_case(
+            pred,
+            ref.data,
+            ref.grid.spacing,
+            labels=labels,
+            regions=self.regions,
+            label_names=self.label_names,
+            **self.options,
+        )
+        return [{"method": method, "case": case, **row} for row in rows]
+
+    def mean_lesion_sizes(self, ref: np.ndarray) -> dict[str, float]:
+        """Mean reference lesion size of each region of one case (EDD groups)."""
+        labels = self.labels
+        if labels is None and self.regions is None:
+            labels = present_labels(ref) or [1]
+        definitions = region_definitions(labels, self.regions, self.label_names)
+        return {name: mean_lesion_size(region_mask(ref, v)) for name, v in definitions.items()}
+
+
 def evaluate(
     predictions: Source | Mapping[str, Source],
     reference: Source,
@@ -357,6 +503,7 @@ def evaluate(
     connectivity: int | None = None,
     resample: bool = False,
     size_groups: bool = False,
+    missing: str = "error",
     progress: bool = False,
 ) -> EvaluationResult:
     """Evaluate prediction sets against references read from disk.
@@ -365,7 +512,8 @@ def evaluate(
         predictions: One prediction source (a folder, files) or a mapping
             method name → source for several methods.
         reference: A folder of label maps, a list of files, or a data set
-            (folder with ``dataset.json`` or a CSV manifest).
+            (folder with ``dataset.json`` or a CSV manifest; its labelled cases of the
+            split(s) the predictions come from).
         labels: Label values to evaluate one by one; default: the data set's labels,
             or every non-zero value found in any case (label 1 if none).
         regions: Merged regions (``"brats"``, ``"brats2023"`` or a mapping).
@@ -378,16 +526,24 @@ def evaluate(
         resample: Resample predictions on another grid onto the reference grid
             (nearest neighbour) instead of refusing them.
         size_groups: Add the EDD small/large lesion group of each case (per region).
+        missing: A reference case without a prediction of some method is refused
+            (``"error"``, the default, as nnU-Net's evaluation without ``--chill``),
+            left out of that method's means (``"skip"``), or scored as an empty,
+            all-background prediction (``"empty"``). Either way the cases are listed in
+            ``settings["missing_predictions"]`` and :attr:`EvaluationResult.warnings`.
         progress: Show a progress bar.
 
     Raises:
         LesionsegError: Missing or unreadable files, a prediction without reference,
-            mismatched grids (without ``resample``), unknown preset or HD95 definition.
+            a reference without prediction (with ``missing="error"``), mismatched grids
+            (without ``resample``), unknown preset or HD95 definition.
     """
     if hd95 not in HD95_VARIANTS:
         raise LesionsegError(
             f"--hd95: unknown definition {hd95!r} (known: {', '.join(HD95_VARIANTS)})"
         )
+    if missing not in MISSING_RULES:
+        raise ValueError(f"missing must be one of {', '.join(MISSING_RULES)}, got {missing!r}")
     presets = tuple(presets)
     preset_objects = [get_preset(p, connectivity) for p in presets]
     if isinstance(predictions, Mapping):
@@ -399,14 +555,18 @@ def evaluate(
     ref_cases = find_cases(reference, "reference")
     pred_cases = {name: find_cases(src, "prediction") for name, src in sources.items()}
     for name, found in pred_cases.items():
-        missing = sorted(set(found.files) - set(ref_cases.files))
-        if missing:
-            shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-            raise LesionsegError(
-                f"prediction set {name!r}: {len(missing)} case(s) without a reference in "
-                f"{ref_cases.origin}: {shown}"
-            )
-    cases = sorted(set().union(*(set(f.files) for f in pred_cases.values())))
+        _check_pairing(name, found, ref_cases)
+    ref_cases = _expected_cases(ref_cases, pred_cases)
+    missing_ids = {
+        name: sorted(set(ref_cases.files) - set(found.files)) for name, found in pred_cases.items()
+    }
+    if missing == "error":
+        _refuse_missing(missing_ids, pred_cases, ref_cases)
+    scored = {
+        name: set(ref_cases.files) if missing == "empty" else set(found.files)
+        for name, found in pred_cases.items()
+    }
+    cases = sorted(set().union(*scored.values()))
     label_names = ref_cases.label_names
     fixed_labels = list(labels) if labels is not None else None
     if fixed_labels is None and regions is None and label_names:
@@ -418,74 +578,46 @@ def evaluate(
         empty_distance=empty_distance,
         connectivity=connectivity,
     )
+    scoring = _Scoring(fixed_labels, regions, label_names, options)
 
     from tqdm import tqdm
 
     rows: list[dict] = []
-    seen_labels: set[int] = set()
     grids: dict[str, dict] = {}
     mean_sizes: dict[str, dict[str, float]] = {}
-    total = sum(len(f.files) for f in pred_cases.values())
+    total = sum(len(s) for s in scored.values())
     with tqdm(total=total, desc="evaluate", unit="case", disable=not progress) as bar:
         for case in cases:
             ref = load_label_map(ref_cases.files[case])
-            spacing = ref.grid.spacing
-            grids[case] = {"shape": list(ref.grid.shape), "spacing_mm": list(spacing)}
+            scoring.record("reference", ref.path, ref.data)
+            grids[case] = {"shape": list(ref.grid.shape), "spacing_mm": list(ref.grid.spacing)}
             for method, found in pred_cases.items():
-                if case not in found.files:
+                if case not in scored[method]:
                     continue
-                pred = load_label_map(found.files[case])
-                pred_data = on_reference_grid(pred, ref, resample)
-                case_labels = fixed_labels
-                if case_labels is None and regions is None:
-                    case_labels = present_labels(pred_data, ref.data)
-                    seen_labels.update(case_labels)
-                if case_labels or regions is not None:
-                    for row in evaluate_case(
-                        pred_data,
-                        ref.data,
-                        spacing,
-                        labels=case_labels,
-                        regions=regions,
-                        label_names=label_names,
-                        **options,
-                    ):
-                        rows.append({"method": method, "case": case, **row})
+                pred_data = _prediction_array(found.files.get(case), ref, resample)
+                scoring.record(f"prediction set {method!r}", found.files.get(case), pred_data)
+                rows += scoring.rows(method, case, pred_data, ref)
                 bar.update(1)
             if size_groups:
-                definitions = region_definitions(
-                    fixed_labels
-                    if fixed_labels is not None or regions is not None
-                    else present_labels(ref.data) or [1],
-                    regions,
-                    label_names,
-                )
-                for name, values in definitions.items():
-                    mean_sizes.setdefault(name, {})[case] = mean_lesion_size(
-                        region_mask(ref.data, values)
-                    )
+                for name, size in scoring.mean_lesion_sizes(ref.data).items():
+                    mean_sizes.setdefault(name, {})[case] = size
     if fixed_labels is None and regions is None:
         rows = _fill_absent_labels(
-            rows, seen_labels or {1}, label_names, grids, options, pred_cases
+            rows, scoring.seen_labels or {1}, label_names, grids, options, scored
         )
-    group_thresholds = {}
-    if size_groups:
-        # a region absent from a case's reference has no lesion there: group "none"
-        groups = {}
-        for region, sizes in mean_sizes.items():
-            groups[region], group_thresholds[region] = lesion_size_groups(sizes)
-        for row in rows:
-            row["size_group"] = groups.get(row["region"], {}).get(row["case"], "none")
-            row["ref_mean_lesion_vox"] = mean_sizes.get(row["region"], {}).get(
-                row["case"], math.nan
-            )
+    group_thresholds = _add_size_groups(rows, mean_sizes) if size_groups else {}
     settings = {
         "reference": ref_cases.origin,
         "predictions": {name: f.origin for name, f in pred_cases.items()},
         "cases": len(cases),
-        "reference_cases_without_prediction": len(set(ref_cases.files) - set(cases)),
+        "reference_cases": len(ref_cases.files),
+        "reference_cases_without_prediction": len(set().union(*map(set, missing_ids.values()))),
+        "missing_predictions": missing_ids,
+        "missing_policy": missing,
+        "missing_predictions_rule": MISSING_RULES[missing],
+        "label_warnings": scoring.census.scheme_warnings(regions),
         "regions": regions if isinstance(regions, str) or regions is None else dict(regions),
-        "labels": fixed_labels if fixed_labels is not None else sorted(seen_labels),
+        "labels": fixed_labels if fixed_labels is not None else sorted(scoring.seen_labels),
         "hd95": hd95,
         "hd95_definition": HD95_DEFINITIONS[hd95] if surface else None,
         "surface": "voxel surfaces: foreground voxels with a background 6-neighbour; Euclidean "
@@ -497,25 +629,63 @@ def evaluate(
         "size_group_thresholds_vox": group_thresholds or None,
         "resample": resample,
     }
-    return EvaluationResult(rows, list(sources), settings)
+    return EvaluationResult(_with_prediction_column(rows, pred_cases), list(sources), settings)
 
 
-def _fill_absent_labels(rows, all_labels, label_names, grids, options, pred_cases):
+def _prediction_array(path: Path | None, ref: Volume, resample: bool) -> np.ndarray:
+    """A prediction on the reference grid; no file (``missing="empty"``): all background."""
+    if path is None:
+        return np.zeros_like(ref.data)
+    return on_reference_grid(load_label_map(path), ref, resample)
+
+
+def _with_prediction_column(rows: list[dict], pred_cases: Mapping[str, CaseFiles]) -> list[dict]:
+    """Each row with the prediction it scored beside the case, so empty stand-ins show."""
+    out = []
+    for row in rows:
+        path = pred_cases[row["method"]].files.get(row["case"])
+        head = {"method": row["method"], "case": row["case"]}
+        head["prediction"] = path.name if path is not None else MISSING_EMPTY
+        out.append({**head, **row})
+    return out
+
+
+def _add_size_groups(rows: list[dict], mean_sizes: Mapping[str, Mapping[str, float]]) -> dict:
+    """Add each row's EDD size group; returns the threshold of each region."""
+    groups, thresholds = {}, {}
+    for region, sizes in mean_sizes.items():
+        groups[region], thresholds[region] = lesion_size_groups(sizes)
+    for row in rows:
+        # a region absent from a case's reference has no lesion there: group "none"
+        row["size_group"] = groups.get(row["region"], {}).get(row["case"], "none")
+        row["ref_mean_lesion_vox"] = mean_sizes.get(row["region"], {}).get(row["case"], math.nan)
+    return thresholds
+
+
+def _fill_absent_labels(
+    rows: list[dict],
+    all_labels: Iterable[int],
+    label_names: Mapping[int, str] | None,
+    grids: Mapping[str, dict],
+    options: dict,
+    scored: Mapping[str, set[str]],
+) -> list[dict]:
     """Add rows for labels absent from both maps of a case (both empty: fixed values)."""
     definitions = region_definitions(sorted(all_labels), None, label_names)
     have = {(r["method"], r["case"], r["region"]) for r in rows}
     out = list(rows)
     empty = np.zeros((1, 1, 1), dtype=bool)
-    for method, found in pred_cases.items():
-        for case in sorted(found.files):
+    for method, cases in scored.items():
+        for case in sorted(cases):
             for name in definitions:
                 if (method, case, name) not in have:
                     metrics = evaluate_masks(empty, empty, grids[case]["spacing_mm"], **options)
                     out.append({"method": method, "case": case, "region": name, **metrics})
     order = {name: i for i, name in enumerate(definitions)}
+    methods = list(scored)
     out.sort(
         key=lambda r: (
-            list(pred_cases).index(r["method"]),
+            methods.index(r["method"]),
             r["case"],
             order.get(r["region"], len(order)),
         )
@@ -542,12 +712,15 @@ __all__ = [
     "DEFAULT_PRESETS",
     "PRESETS",
     "CaseFiles",
+    "MISSING_EMPTY",
+    "MISSING_RULES",
     "EvaluationResult",
     "evaluate",
     "evaluate_case",
     "evaluate_masks",
     "find_cases",
     "load_label_map",
+    "missing_lines",
     "preset_prefix",
     "resample_nearest",
 ]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lesionseg.data.atomic import write_json_atomic, write_text_atomic
 from lesionseg.errors import LesionsegError
-from lesionseg.evaluation.api import EvaluationResult
+from lesionseg.evaluation.api import EvaluationResult, missing_lines
 from lesionseg.evaluation.plots import metric_boxplot
 from lesionseg.evaluation.statistics import PAPER_NAMES, PairedTest, metric_columns
 
@@ -64,6 +64,8 @@ def summary_markdown(
     s = result.settings
     lines = ["# Evaluation summary", ""]
     lines.append(f"- reference: {s.get('reference')}; cases: {s.get('cases')}")
+    lines += [f"- {line}" for line in missing_lines(s)] or ["- missing predictions: 0"]
+    lines += [f"- warning: {line}" for line in s.get("label_warnings", [])]
     if s.get("hd95_definition"):
         lines.append(f"- HD95 = `hd95_{s['hd95']}_mm`: {s['hd95_definition']}")
     lines.append(
@@ -172,15 +174,31 @@ def output_paths(folder: str | Path, plot: bool) -> dict[str, Path]:
     return {k: folder / v for k, v in names.items()}
 
 
+EVALUATION_KIND = "evaluation"
+
+
 def check_outputs(folder: str | Path, plot: bool, overwrite: bool) -> None:
-    """Fail before any work if an output exists and ``overwrite`` is False."""
-    if overwrite:
-        return
+    """Fail before any work if an output exists and may not be replaced.
+
+    An existing output is replaced only with ``overwrite`` and only in a folder lesionseg
+    made for an evaluation; the folder may hold other files, which are never touched.
+    """
+    from lesionseg.data.ownership import owner_kind
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise LesionsegError("-o names an existing file; give a folder", folder)
     existing = [p for p in output_paths(folder, plot).values() if p.exists()]
-    if existing:
+    if existing and not overwrite:
         raise LesionsegError(
             f"{existing[0].name} exists already; use --overwrite to replace the outputs",
             existing[0].parent,
+        )
+    if existing and owner_kind(folder) != EVALUATION_KIND:
+        raise LesionsegError(
+            f"{existing[0].name} exists, and lesionseg did not make this folder: refusing to "
+            "replace it",
+            folder,
         )
 
 
@@ -197,13 +215,21 @@ def write_outputs(
     Returns:
         Kind of output → path written.
     """
+    from lesionseg.data.ownership import prepare_output_folder
+
     plot = len(result.methods) > 1
     check_outputs(folder, plot, overwrite)
+    prepare_output_folder(folder, EVALUATION_KIND, overwrite=overwrite, reusable=True, shared=True)
     paths = output_paths(folder, plot)
     write_text_atomic(paths["cases"], rows_to_csv(result.rows))
     summary = result.summary()
     if any("size_group" in r for r in result.rows):
         summary += result.summary(keys=("method", "region", "size_group"))
+    # a mean over fewer cases than the reference has must show in the table itself
+    missing = result.settings.get("missing_predictions", {})
+    summary = [
+        {**row, "missing_predictions": len(missing.get(row["method"], []))} for row in summary
+    ]
     write_text_atomic(paths["summary_csv"], rows_to_csv(summary))
     write_text_atomic(paths["summary_md"], summary_markdown(result, comparisons))
     record = {

@@ -132,6 +132,71 @@ def output_paths(out_dir: str | Path, subject_id: str) -> tuple[Path, Path]:
     return out_dir / f"{subject_id}_seg.nii.gz", out_dir / f"{subject_id}_prob.nii.gz"
 
 
+PREDICTIONS_KIND = "predictions"
+
+
+def prepare_predictions(
+    out_dir: str | Path,
+    subject_ids: Sequence[str],
+    save_probabilities: bool,
+    *,
+    overwrite: bool = False,
+    skip_existing: bool = False,
+    inputs: Sequence[str | Path] = (),
+) -> list[str]:
+    """Check the output folder before any work; return the subjects still to predict.
+
+    The folder may hold other files (lesionseg adds its own beside them); an existing
+    output is skipped with ``skip_existing``, and replaced with ``overwrite`` only in a
+    folder lesionseg made for predictions. Temporary files a killed run left are removed.
+
+    Args:
+        out_dir: The output folder (created).
+        subject_ids: Subjects to predict.
+        save_probabilities: Probability maps are written too.
+        overwrite: Replace earlier outputs (only in a lesionseg predictions folder).
+        skip_existing: Leave subjects whose outputs exist (finish an interrupted run).
+        inputs: The ``-i`` inputs: the output may not replace them nor lie in a folder whose
+            every file is read as a case (``imagesTr``, a folder of ``<case>_0000`` files).
+
+    Raises:
+        LesionsegError: Naming the first existing output or the folder in the way.
+    """
+    from lesionseg.data.ownership import owner_kind, prepare_output_folder, scanned_folders
+
+    inputs = [Path(str(i).split("=", 1)[-1]) for i in inputs]
+    out = prepare_output_folder(
+        out_dir,
+        PREDICTIONS_KIND,
+        overwrite=overwrite,
+        reusable=True,
+        shared=True,
+        protect=[i for i in inputs if i.is_dir() or i.suffix.lower() in (".csv", ".tsv", ".tab")],
+        scanned=[f for i in inputs for f in scanned_folders(i)],
+    )
+    todo = []
+    for sid in subject_ids:
+        seg, prob = output_paths(out, sid)
+        existing = [p for p in ((seg, prob) if save_probabilities else (seg,)) if p.exists()]
+        if not existing:
+            todo.append(sid)
+        elif skip_existing and len(existing) == (2 if save_probabilities else 1):
+            continue
+        elif not overwrite:
+            raise LesionsegError(
+                "exists already; use --overwrite to replace it or --skip-existing to keep it",
+                existing[0],
+            )
+        elif owner_kind(out) != PREDICTIONS_KIND:
+            raise LesionsegError(
+                "exists, and lesionseg did not make this folder: refusing to replace it",
+                existing[0],
+            )
+        else:
+            todo.append(sid)
+    return todo
+
+
 def check_outputs_free(
     out_dir: str | Path, subject_ids: Sequence[str], save_probabilities: bool, overwrite: bool
 ) -> None:

@@ -146,7 +146,47 @@ def read_config(folder: str | Path) -> dict:
     missing = [k for k in REQUIRED_KEYS if k not in config]
     if missing:
         raise LesionsegError(f"lacks {', '.join(missing)}", path)
+    check_config_types(config, path)
     return config
+
+
+def _type_error(path: Path, key: str, expected: str, value: Any) -> LesionsegError:
+    shown = repr(value) if len(repr(value)) < 40 else type(value).__name__
+    return LesionsegError(f"{key} must be {expected}, found {shown}", path)
+
+
+def check_config_types(config: dict, path: Path) -> None:
+    """Check the value types of a model's ``config.json``, naming the first bad key.
+
+    Raises:
+        LesionsegError: A value of the wrong type or shape.
+    """
+    names = config["channel_names"]
+    if not isinstance(names, list) or not names or not all(isinstance(c, str) for c in names):
+        raise _type_error(path, "channel_names", "a non-empty list of names", names)
+    if len(set(names)) != len(names):
+        raise LesionsegError(f"channel_names has a name twice ({names})", path)
+    labels = config["labels"]
+    if not isinstance(labels, dict) or not labels:
+        raise _type_error(path, "labels", "a mapping of label values to names", labels)
+    if not all(str(k).lstrip("-").isdigit() and isinstance(v, str) for k, v in labels.items()):
+        raise _type_error(path, "labels", 'like {"0": "background", "1": "lesion"}', labels)
+    recipe = config["recipe"]
+    if not isinstance(recipe, dict):
+        raise _type_error(path, "recipe", "a mapping", recipe)
+    for key in ("preprocess",):
+        if config.get(key) is not None and not isinstance(config[key], dict):
+            raise _type_error(path, key, "a mapping", config[key])
+    axis = config.get("slice_axis", 2)
+    if isinstance(axis, bool) or not isinstance(axis, int) or axis not in (0, 1, 2):
+        raise _type_error(path, "slice_axis", "0, 1 or 2", axis)
+    try:
+        model_spec(config)
+        num_classes_of(config)
+    except (TypeError, ValueError) as err:
+        raise LesionsegError(f"recipe.model: {err}", path) from None
+    except LesionsegError as err:
+        raise LesionsegError(str(err), path) from None
 
 
 def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
@@ -165,11 +205,20 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
         raise LesionsegError(f"not a model folder (no {WEIGHTS_NAME})", folder)
-    model = build_from_config(config)
+    try:
+        model = build_from_config(config)
+    except (TypeError, ValueError) as err:
+        raise LesionsegError(f"cannot build the model it describes ({err})", folder) from None
     try:
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError) as err:
         raise LesionsegError(f"cannot read the weights ({err})", weights) from None
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        # A network with NaN or Inf weights predicts background everywhere: refuse it.
+        raise LesionsegError(
+            f"{len(bad)} weight tensor(s) hold NaN or Inf values (first: {bad[0]})", weights
+        )
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,13 +27,20 @@ import numpy as np
 from tqdm import tqdm
 
 from lesionseg import __version__
-from lesionseg.data.atomic import write_json_atomic
+from lesionseg.data.atomic import write_json_atomic, writing
 from lesionseg.data.dataset import Dataset, Subject
+from lesionseg.data.ownership import (
+    TEMP_PREFIX,
+    prepare_output_folder,
+    remove_owned,
+    scanned_folders,
+)
 from lesionseg.errors import LesionsegError
 from lesionseg.preprocess.pipeline import PreprocessConfig, preprocess_subject
 from lesionseg.preprocess.record import PreprocessRecord
 
 CACHE_FORMAT = 1
+CACHE_KIND = "cache"
 
 
 def _fingerprint(subject: Subject, channel_names: Sequence[str], config: PreprocessConfig) -> str:
@@ -118,26 +124,30 @@ class CachedDataset:
 
 def _write_subject(folder: Path, subject: Subject, dataset: Dataset, config, fingerprint: str):
     pre = preprocess_subject(subject, dataset.channel_names, config, labels=list(dataset.labels))
-    tmp = Path(tempfile.mkdtemp(prefix=f".{subject.id}.", dir=folder.parent))
+    root = folder.parent
+    needed = pre.image.nbytes + 2 * pre.mask.nbytes
+    with writing(folder, needed):
+        tmp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{subject.id}.", dir=root))
     try:
-        np.save(tmp / "image.npy", pre.image)
-        np.save(tmp / "mask.npy", pre.mask)
-        if pre.label is not None:
-            np.save(tmp / "label.npy", pre.label)
-        meta = {
-            "id": subject.id,
-            "split": subject.split,
-            "fingerprint": fingerprint,
-            "has_label": pre.label is not None,
-            "record": pre.record.to_json(),
-        }
-        (tmp / "record.json").write_text(json.dumps(meta, indent=1))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
+        with writing(folder, needed):
+            np.save(tmp / "image.npy", pre.image)
+            np.save(tmp / "mask.npy", pre.mask)
+            if pre.label is not None:
+                np.save(tmp / "label.npy", pre.label)
+            meta = {
+                "id": subject.id,
+                "split": subject.split,
+                "fingerprint": fingerprint,
+                "has_label": pre.label is not None,
+                "record": pre.record.to_json(),
+            }
+            (tmp / "record.json").write_text(json.dumps(meta, indent=1))
+            if folder.exists():
+                remove_owned(folder, root)
+            os.replace(tmp, folder)
     finally:
         if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_owned(tmp, root)
 
 
 def _read_meta(folder: Path) -> dict | None:
@@ -167,8 +177,15 @@ def preprocess_dataset(
         The cache, opened.
     """
     config = config or PreprocessConfig()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    inputs = [] if dataset.root is None else [dataset.root]
+    out = prepare_output_folder(
+        out_dir,
+        CACHE_KIND,
+        overwrite=False,
+        reusable=True,
+        protect=inputs,
+        scanned=[f for root in inputs for f in scanned_folders(root)],
+    )
     chosen = list(subjects if subjects is not None else dataset.subjects)
     done = 0
     bar = tqdm(chosen, desc="preprocess", unit="subject", disable=not progress, leave=False)

@@ -42,6 +42,22 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise LesionsegError(
             f"cannot read checkpoint ({type(err).__name__}: {err})", path
         ) from None
-    if state.get("format") != FORMAT:
-        raise LesionsegError(f"checkpoint format {state.get('format')} is not {FORMAT}", path)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise LesionsegError(f"checkpoint format {found} is not {FORMAT}", path)
+    for key, kind in _EXPECTED.items():
+        if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
+            raise LesionsegError(
+                f"not a lesionseg checkpoint ({key!r} missing or not a {kind.__name__})", path
+            )
     return state
+
+
+#: The entries every checkpoint has, and their types (checked before any is used).
+_EXPECTED: dict[str, type] = {
+    "stage": int,
+    "epoch": int,
+    "networks": dict,
+    "history": list,
+    "best": dict,
+}

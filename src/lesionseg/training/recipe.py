@@ -3,7 +3,6 @@
 A recipe has these sections (all but ``model`` and ``sampler`` optional)::
 
     name: deepmedic-tiny
-    imports: [my_package.my_parts]   # modules that register extra models, losses, ...
     model: {name: deepmedic, ...options}
     preprocess: {target_spacing: [1, 1, 1], ...}        # PreprocessConfig fields
     sampler: {name: segments, output_size: [9, 9, 9], augment: [...], ...}
@@ -33,6 +32,11 @@ the recipe's), so the cascade's two networks and EDD-then-MUSCLE fit one run.
 :func:`load_recipe` accepts a path or the name of a packaged recipe
 (``lesionseg/configs/<name>.yaml``); :meth:`Recipe.resolved` is the complete recipe
 with every default filled in, which is what gets saved with a model.
+
+Reading a recipe never imports anything it names: parts are looked up in the
+registries, which hold lesionseg's own parts and those of installed plugin packages
+(entry-point group :data:`PLUGIN_GROUP`, see :func:`import_parts`). A recipe travels
+inside every model folder, so a module name in it would run a stranger's code.
 """
 
 from __future__ import annotations
@@ -69,7 +73,6 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 }
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
-    "imports": [],
     "preprocess": {},
     "loss": {"name": "cross_entropy"},
     "optimizer": {"name": "adam", "lr": 1e-3},
@@ -121,12 +124,23 @@ def _model_section(raw: Any, where: str) -> dict:
     return {"name": str(raw["name"]), "options": options}
 
 
-def import_parts(extra: list[str] | tuple[str, ...] = ()) -> None:
+#: Entry-point group under which installed packages declare modules that register parts.
+PLUGIN_GROUP = "lesionseg.parts"
+
+
+def import_parts() -> None:
     """Import every module that registers parts (models, losses, samplers, ...).
 
-    Also imports the modules a recipe lists under ``imports``.
+    lesionseg's own part packages, then the plugins of installed packages: a package
+    declares ``[project.entry-points."lesionseg.parts"] my_parts = "my_package.parts"``
+    and its module is imported here. Only code the user installed runs; nothing named in
+    a recipe, config or model folder is ever imported.
+
+    Raises:
+        LesionsegError: An installed plugin fails to import (naming it).
     """
     import pkgutil
+    from importlib.metadata import entry_points
 
     for package_name in ("lesionseg.models", "lesionseg.losses", "lesionseg.postprocess"):
         try:
@@ -139,11 +153,14 @@ def import_parts(extra: list[str] | tuple[str, ...] = ()) -> None:
                     importlib.import_module(f"{package_name}.{info.name}")
                 except ImportError:  # a part whose optional dependency is not installed
                     continue
-    for name in extra:
+    for plugin in entry_points(group=PLUGIN_GROUP):
         try:
-            importlib.import_module(name)
-        except ImportError as err:
-            raise _err("imports", f"cannot import {name!r} ({err})") from None
+            plugin.load()
+        except Exception as err:  # noqa: BLE001 - a broken plugin must name itself
+            raise LesionsegError(
+                f"installed plugin {plugin.name!r} ({plugin.value}) of group {PLUGIN_GROUP!r} "
+                f"failed to import: {type(err).__name__}: {err}"
+            ) from None
 
 
 def _registries() -> dict[str, Any]:
@@ -318,9 +335,14 @@ def resolve(raw: dict[str, Any], source: Path | None = None) -> Recipe:
         elif value is not None:
             data[key] = copy.deepcopy(value)
     data.setdefault("name", source.stem if source else "recipe")
-    if not isinstance(data["imports"], list):
-        raise _err("imports", "must be a list of module names")
-    import_parts(data["imports"])
+    if data.pop("imports", None):
+        raise _err(
+            "imports",
+            "lesionseg never imports modules named in a recipe (a recipe travels in every "
+            f"model folder); install your package and declare its modules under the "
+            f"entry-point group {PLUGIN_GROUP!r}",
+        )
+    import_parts()
     registries = _registries()
 
     if "model" not in raw:
@@ -504,6 +526,16 @@ def load_recipe(name_or_path: str | Path, overrides: dict[str, Any] | None = Non
     return recipe
 
 
-def recipe_from_dict(data: dict[str, Any]) -> Recipe:
-    """Re-validate a resolved recipe (e.g. from a model's config.json); resolving is idempotent."""
-    return resolve(copy.deepcopy(data))
+def recipe_from_dict(data: dict[str, Any], source: Path | None = None) -> Recipe:
+    """Re-validate a resolved recipe (e.g. from a model's config.json); resolving is idempotent.
+
+    Args:
+        data: The recipe.
+        source: The file it was read from, named in errors.
+    """
+    try:
+        return resolve(copy.deepcopy(data), source)
+    except LesionsegError as err:
+        if source is None or err.path is not None:
+            raise
+        raise LesionsegError(str(err), source) from None

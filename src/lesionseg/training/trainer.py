@@ -26,9 +26,9 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from lesionseg import __version__
 from lesionseg.data.atomic import write_json_atomic, write_text_atomic
+from lesionseg.data.ownership import owner_kind, prepare_output_folder, scanned_folders
 from lesionseg.errors import LesionsegError
 from lesionseg.training import distributed as dist_utils
 from lesionseg.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
@@ -93,6 +94,14 @@ class TrainResult:
     epochs: int
     seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)
+
+
+#: What lesionseg writes in a model folder: ``--overwrite`` removes these and nothing else.
+MODEL_KIND = "model"
+MODEL_FOLDER_ENTRIES = (
+    "model.safetensors", "config.json", "recipe.yaml", "run.json", "splits.json", "log.csv",
+    "progress.png", "tensorboard", CHECKPOINT_NAME, "last", "networks", "training.json",
+)  # fmt: skip
 
 
 def _derived_seed(*parts: int) -> int:
@@ -654,22 +663,42 @@ def train(
     )
     is_main = int(os.environ.get("RANK", "0")) == 0
     if is_main:
-        if out.exists() and any(out.iterdir()):
-            if not overwrite:
-                hint = " or --resume to continue it" if (out / CHECKPOINT_NAME).is_file() else ""
-                raise LesionsegError(
-                    f"model folder exists and is not empty; use --overwrite to replace it{hint}",
-                    out,
-                )
-            for child in out.iterdir():
-                if child.is_dir() and not child.is_symlink():
-                    shutil.rmtree(child)
-                else:
-                    child.unlink()
-        out.mkdir(parents=True, exist_ok=True)
+        # Fail on a bad device before anything is written, so the corrected rerun is free.
+        dist_utils.resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
+        protect = [Path(dataset)] + ([Path(cache)] if cache is not None else [])
+        prepare_output_folder(
+            out,
+            MODEL_KIND,
+            overwrite=overwrite or _failed_before_training(out),
+            owned=MODEL_FOLDER_ENTRIES,
+            protect=protect,
+            scanned=scanned_folders(dataset),
+        )
         write_text_atomic(out / "recipe.yaml", recipe.to_yaml())
         write_json_atomic(out / "run.json", asdict(settings))
     return Trainer(recipe, settings).run()
+
+
+def _failed_before_training(out: Path) -> bool:
+    """A model folder of a run that stopped before its first checkpoint: nothing to keep."""
+    return (
+        owner_kind(out) == MODEL_KIND
+        and not (out / CHECKPOINT_NAME).exists()
+        and not (out / "model.safetensors").exists()
+    )
+
+
+def _read_run_file(path: Path, reader: Callable[[str], Any]) -> dict:
+    """A mapping from a file of a model folder, or one clear error naming it."""
+    try:
+        data = reader(path.read_text())
+    except FileNotFoundError:
+        raise LesionsegError(f"not a training folder (no {path.name})", path.parent) from None
+    except (UnicodeDecodeError, ValueError) as err:  # JSON and YAML errors are ValueErrors
+        raise LesionsegError(f"cannot read it ({type(err).__name__})", path) from None
+    if not isinstance(data, dict):
+        raise LesionsegError("expected a mapping", path)
+    return data
 
 
 def resume(out_dir: str | Path, *, device: str | None = None, progress: bool = True) -> TrainResult:
@@ -678,20 +707,31 @@ def resume(out_dir: str | Path, *, device: str | None = None, progress: bool = T
     Raises:
         LesionsegError: Not a model folder with a checkpoint.
     """
-    import yaml
-
     out = Path(out_dir)
-    for name in ("recipe.yaml", "run.json"):
-        if not (out / name).is_file():
-            raise LesionsegError(f"not a training folder (no {name})", out)
-    settings = RunSettings(**json.loads((out / "run.json").read_text()))
+    if not out.is_dir():
+        raise LesionsegError("model folder not found", out)
+    raw_settings = _read_run_file(out / "run.json", json.loads)
+    try:
+        settings = RunSettings(**raw_settings)
+    except TypeError as err:
+        raise LesionsegError(f"unexpected contents ({err})", out / "run.json") from None
     settings.out_dir = str(out)
     settings.progress = progress
     if device is not None:
         settings.device = device
-    recipe = recipe_from_dict(yaml.safe_load((out / "recipe.yaml").read_text()))
+    recipe_path = out / "recipe.yaml"
+    recipe = recipe_from_dict(_read_run_file(recipe_path, _yaml_load), source=recipe_path)
     checkpoint = out / CHECKPOINT_NAME
     state = load_checkpoint(checkpoint) if checkpoint.is_file() else None
     if state is not None and state["stage"] >= len(recipe.data["stages"]):
         raise LesionsegError("this run has finished already; nothing to resume", out)
     return Trainer(recipe, settings).run(copy.deepcopy(state) if state else None)
+
+
+def _yaml_load(text: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ValueError(str(err)) from None

@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         from lesionseg.models.io import load_model
 
         model, config = load_model(source)
-        recipe = recipe_from_dict(config["recipe"])
+        recipe = recipe_from_dict(config["recipe"], Path(source) / "config.json")
         channels, labels = list(config["channel_names"]), config["labels"]
         if args.channels or args.classes:
             raise LesionsegError("--channels/--classes apply to recipes; a model has its own")

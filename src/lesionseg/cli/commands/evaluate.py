@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 
 from lesionseg.errors import LesionsegError
@@ -24,6 +25,14 @@ summaries, a Dice box plot for several methods and paired tests (--compare).
 Predictions: a folder of <case>_seg.nii.gz or <case>.nii.gz files, or files; give
 --pred once per method, optionally named NAME=FOLDER. References: a folder, files,
 or a data set (folder with dataset.json, or a CSV manifest with a label column).
+Files are paired by case id: the name without .nii[.gz] and a trailing _seg. With a
+data set as reference, its labelled cases of the split(s) predicted are expected
+(predict predicts the test split).
+
+Every reference case needs a prediction of every method: a missing one is an error
+(as in nnU-Net's evaluation without --chill), unless --missing-as-empty scores it as
+an empty prediction or --allow-missing leaves it out of the means. Missing cases are
+always listed on the summary, in evaluation.json and summary.csv, and on stderr.
 
 examples:
   lesionseg evaluate --pred out/deepmedic --ref data/brats --regions brats -o eval
@@ -64,7 +73,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--regions",
         choices=sorted(REGION_SCHEMES),
-        help="merged regions: brats = whole 1-4, core 1,3,4, enhancing 4",
+        help="merged regions: brats = BRATS 2012-2021 labels (enhancing tumour 4): whole "
+        "1-4, core 1,3,4, enhancing 4; brats2023 = BraTS 2023 labels (enhancing tumour 3): "
+        "WT 1-3, TC 1,3, ET 3 (a warning says when the labels look like the other one)",
     )
     parser.add_argument(
         "--preset",
@@ -94,8 +105,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=math.nan,
         metavar="MM",
-        help="distance when exactly one mask is empty (default: undefined, "
-        "left out of means; BraTS uses 374)",
+        help="value of the surface distances hd_mm, hd95_<variant>_mm and assd_mm "
+        "(Hausdorff, HD95, ASSD) for a case where exactly one of prediction and reference "
+        "is empty (default: undefined, NaN, left out of the means and shown as [n=k/N]; "
+        "BraTS uses 374); two empty masks always give 0; the lesion-wise brats2023 HD95 "
+        "keeps its own 374",
     )
     parser.add_argument(
         "--groups",
@@ -118,6 +132,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--resample",
         action="store_true",
         help="resample predictions on another grid onto the reference (nearest neighbour)",
+    )
+    missing = parser.add_mutually_exclusive_group()
+    missing.add_argument(
+        "--missing-as-empty",
+        action="store_true",
+        help="score a reference case without a prediction as an empty (all-background) "
+        "prediction, with the empty-mask values of docs/metrics.md (default: error)",
+    )
+    missing.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="leave reference cases without a prediction out of the means, listing them on "
+        "the summary and stderr (default: error)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -152,6 +179,12 @@ def _presets(names: list[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def _missing_policy(args: argparse.Namespace) -> str:
+    if args.missing_as_empty:
+        return "empty"
+    return "skip" if args.allow_missing else "error"
+
+
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print the summary and write the outputs."""
     sources = _prediction_sources(args.pred)
@@ -176,8 +209,11 @@ def run(args: argparse.Namespace) -> int:
         connectivity=args.connectivity,
         resample=args.resample,
         size_groups=args.groups,
+        missing=_missing_policy(args),
         progress=not args.quiet,
     )
+    for line in result.warnings:
+        print(f"lesionseg {NAME}: warning: {line}", file=sys.stderr)
     comparisons = result.compare(*args.compare, args.compare_metric) if args.compare else []
     print(summary_markdown(result, comparisons))
     if args.output:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from lesionseg.errors import LesionsegError
@@ -58,7 +59,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--save-probabilities", action="store_true", help="also write <case>_prob.nii.gz"
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace earlier outputs (only in a folder lesionseg made for predictions)",
+    )
+    parser.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="leave subjects whose outputs exist (finish an interrupted run)",
+    )
     parser.add_argument(
         "--all", action="store_true", help="for a data set: every case, not only the test split"
     )
@@ -101,9 +111,9 @@ def run(args: argparse.Namespace) -> int:
     from lesionseg.inference.inputs import subjects_from_inputs
     from lesionseg.inference.pipeline import (
         check_channels,
-        check_outputs_free,
         load_models,
         predict_subject,
+        prepare_predictions,
         required_channels,
     )
 
@@ -118,9 +128,19 @@ def run(args: argparse.Namespace) -> int:
     )
     for subject in subjects:
         check_channels(subject, models)
-    check_outputs_free(
-        args.output, [s.id for s in subjects], args.save_probabilities, args.overwrite
+    if args.overwrite and args.skip_existing:
+        raise LesionsegError("--overwrite and --skip-existing exclude each other")
+    todo = prepare_predictions(
+        args.output,
+        [s.id for s in subjects],
+        args.save_probabilities,
+        overwrite=args.overwrite,
+        skip_existing=args.skip_existing,
+        inputs=args.input,
     )
+    if len(todo) < len(subjects):
+        print(f"{len(subjects) - len(todo)} subject(s) done already, skipped", file=sys.stderr)
+    subjects = [s for s in subjects if s.id in set(todo)]
     start = time.perf_counter()
     bar = tqdm(subjects, desc="predict", unit="subject", disable=len(subjects) < 2)
     for subject in bar:

@@ -22,9 +22,9 @@ import numpy as np
 
 from lesionseg.data.atomic import write_json_atomic
 from lesionseg.data.nifti import Grid, save_nifti
+from lesionseg.data.ownership import prepare_output_folder
 from lesionseg.data.phantoms.base import PhantomTask
 from lesionseg.data.phantoms.generate import Phantom
-from lesionseg.errors import LesionsegError
 
 FILE_ENDING = ".nii.gz"
 SPLIT_FOLDERS = {
@@ -33,30 +33,24 @@ SPLIT_FOLDERS = {
 }
 
 
+PHANTOMS_KIND = "phantoms"
+
+
 def prepare_output(out_dir: str | Path, overwrite: bool) -> Path:
     """Check (and with ``overwrite`` clear) the output folder.
 
     With ``overwrite``, only what this writer produces is removed (``dataset.json``,
-    ``phantoms.json`` and the NIfTI files of the six split folders); other files stay.
+    ``phantoms.json`` and the NIfTI files of the six split folders), and only in a
+    folder that lesionseg wrote; other files stay.
 
     Raises:
-        LesionsegError: If the folder exists, is not empty and ``overwrite`` is False,
-            or if the path is a file.
+        LesionsegError: If the folder is a file, is not empty and ``overwrite`` is False,
+            or was not written by lesionseg.
     """
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise LesionsegError("output exists and is not a folder", out)
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise LesionsegError("output folder is not empty; use --overwrite to replace it", out)
-        for name in ("dataset.json", "phantoms.json"):
-            (out / name).unlink(missing_ok=True)
-        for folders in SPLIT_FOLDERS.values():
-            for folder in folders:
-                for path in (out / folder).glob(f"*{FILE_ENDING}"):
-                    path.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    owned = ["dataset.json", "phantoms.json"] + [
+        f"{folder}/*{FILE_ENDING}" for folders in SPLIT_FOLDERS.values() for folder in folders
+    ]
+    return prepare_output_folder(out_dir, PHANTOMS_KIND, overwrite=overwrite, owned=owned)
 
 
 def _grid(phantom: Phantom, description: str) -> Grid:
