@@ -25,8 +25,9 @@ def assert_clean_failure(code, err, out, *words):
     assert errors[0].lstrip().startswith("lesionseg preprocess: error:"), errors[0]
     for word in words:
         assert word in errors[0], (word, errors[0])
+    # the output folder may hold only the marker that says lesionseg made it
     written = [p for p in out.rglob("*") if p.is_file()] if out.exists() else []
-    assert written == [], written
+    assert [p.name for p in written] in ([], [".lesionseg.json"]), written
 
 
 def image_path(root, case=0, channel=0, split="Tr"):

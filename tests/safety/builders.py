@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import builtins
 import gzip
 import io
 import json
 from pathlib import Path
+from types import ModuleType
 
 import nibabel as nib
 import numpy as np
@@ -131,3 +133,18 @@ def rename_case(root: Path, old: str, new: str) -> None:
     for folder in ("imagesTr", "labelsTr"):
         for path in (root / folder).glob(f"{old}*"):
             path.rename(path.with_name(new + path.name[len(old) :]))
+
+
+def deny_reading(monkeypatch, module: ModuleType, locked: Path) -> None:
+    """Make ``open()`` in ``module`` fail on ``locked`` as for a file the user may not read.
+
+    Faked, because tests often run as root, who reads anything, and because the safety
+    harness must still read the file to see that it is unchanged.
+    """
+
+    def guarded_open(file, *args, **kwargs):
+        if Path(file) == locked:
+            raise PermissionError(13, "Permission denied", str(file))
+        return builtins.open(file, *args, **kwargs)
+
+    monkeypatch.setattr(module, "open", guarded_open, raising=False)

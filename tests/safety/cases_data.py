@@ -7,7 +7,6 @@ one line naming the file (and row) and the problem, and leave everything else al
 
 from __future__ import annotations
 
-import builtins
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 from lesionseg.data import dataset, nifti
 from tests.safety.builders import (
     MANIFEST_HEADER,
+    deny_reading,
     first_image,
     manifest,
     manifest_row,
@@ -84,23 +84,12 @@ def _info(change: Callable[[Path], Path]) -> Setup:
 
 
 def _unreadable(module: ModuleType, target: Callable[[Path], Path]) -> Setup:
-    """A file the user may not read, for the reader in ``module``.
-
-    Faked, because tests often run as root, who reads anything, and because the harness
-    must still read the file to see that it is unchanged.
-    """
+    """A file the reader in ``module`` may not read (see :func:`deny_reading`)."""
 
     def setup(work, monkeypatch):
         root = msd(work / "ds")
         manifest(root, "\n".join([MANIFEST_HEADER, *ROWS]) + "\n")
-        locked = target(root)
-
-        def guarded_open(file, *args, **kwargs):
-            if Path(file) == locked:
-                raise PermissionError(13, "Permission denied", str(file))
-            return builtins.open(file, *args, **kwargs)
-
-        monkeypatch.setattr(module, "open", guarded_open, raising=False)
+        deny_reading(monkeypatch, module, target(root))
         return _preprocess(root / "manifest.csv", work)
 
     return setup

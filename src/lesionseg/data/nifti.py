@@ -11,12 +11,16 @@ along axis 2. Every output is written back on the input's own grid with
 from __future__ import annotations
 
 import gzip
+import math
+import os
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from nibabel.openers import ImageOpener
 from nibabel.orientations import (
     apply_orientation,
     axcodes2ornt,
@@ -109,6 +113,173 @@ def _check_gzip(path: Path) -> None:
         raise LesionsegError(f"corrupt or truncated gzip stream ({err})", path) from None
 
 
+def available_memory() -> int | None:
+    """Bytes of memory a new array can take, or None if unknown.
+
+    psutil's estimate when it is installed; otherwise the machine's physical memory,
+    not the free pages, which leave out the file cache the kernel hands back on demand.
+    """
+    try:
+        import psutil
+    except ImportError:
+        try:
+            return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, OSError, ValueError):  # no sysconf (Windows) or no such name
+            return None
+    return int(psutil.virtual_memory().available)
+
+
+def format_bytes(size: float) -> str:
+    """``size`` in bytes as a short text with a decimal unit, e.g. ``"4.2 GB"``."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if size < 1000:
+            return f"{size:.3g} {unit}"
+        size /= 1000
+    return f"{size:.3g} PB"
+
+
+def _check_file(path: Path) -> None:
+    """Raise unless ``path`` is an existing, readable file with a NIfTI name."""
+    try:
+        if not path.exists():
+            raise LesionsegError("file not found", path)
+        if path.is_dir():
+            raise LesionsegError("is a folder, expected a NIfTI file", path)
+        if not is_nifti_path(path):
+            raise LesionsegError("not a NIfTI file name (expected .nii or .nii.gz)", path)
+        with open(path, "rb") as stream:
+            stream.read(1)
+    except OSError as err:  # permissions, or a file the system cannot read
+        raise LesionsegError(f"cannot read ({err.strerror or err})", path) from None
+
+
+def _open_image(path: Path) -> nib.Nifti1Image:
+    """The NIfTI image at ``path``, header read, voxel data not yet."""
+    if path.name.endswith(".gz"):
+        _check_gzip(path)
+    try:
+        image = nib.load(str(path))
+    except Exception as err:  # nibabel raises many types for bad files
+        detail = str(err).replace(f'"{path}"', "it").replace(str(path), "it")
+        raise LesionsegError(f"cannot read as NIfTI ({detail})", path) from None
+    if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
+        raise LesionsegError(f"not a NIfTI-1/2 image ({type(image).__name__})", path)
+    return image
+
+
+def _spatial_shape(image: nib.Nifti1Image, path: Path) -> tuple[int, int, int]:
+    """The 3D shape of ``image``; a single-volume 4D image counts as 3D."""
+    shape = image.shape
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise LesionsegError(f"expected a 3D volume, found {len(image.shape)}D {image.shape}", path)
+    if min(shape) < 1:
+        raise LesionsegError(f"empty volume of shape {shape}", path)
+    return tuple(int(s) for s in shape)
+
+
+def _check_voxel_type(image: nib.Nifti1Image, path: Path) -> None:
+    """Raise for voxel types that are not one real number (complex, RGB colour)."""
+    stored = image.get_data_dtype()
+    kind = "V" if stored.fields is not None else stored.kind
+    if kind in "biuf":
+        return
+    what = {"c": "complex-valued voxels", "V": "colour (RGB/RGBA) voxels"}.get(kind, "voxels")
+    label = image.header.get_value_label("datatype")
+    # casting would keep the real part or fail: neither is an intensity the models know
+    raise LesionsegError(
+        f"{what} (data type {label}) are not supported: lesionseg needs one real value "
+        "per voxel (e.g. float32)",
+        path,
+    )
+
+
+def _raw_voxel_sizes(image: nib.Nifti1Image, path: Path) -> np.ndarray:
+    """pixdim[1:4] as stored: nibabel silently turns 0 into 1 and negatives into their size."""
+    with ImageOpener(str(path)) as stream:
+        header = type(image.header).from_fileobj(stream, check=False)
+    return np.asarray(header["pixdim"][1:4], dtype=np.float64)
+
+
+def _affine_source(image: nib.Nifti1Image) -> str:
+    """Which header field nibabel took the affine from, for messages."""
+    header = image.header
+    scode, qcode = int(header["sform_code"]), int(header["qform_code"])
+    if scode > 0:
+        return f"the sform (code {scode})"
+    return f"the qform (code {qcode})" if qcode > 0 else "pixdim (no sform or qform)"
+
+
+def _check_geometry(image: nib.Nifti1Image, path: Path) -> None:
+    """Raise if the voxel-to-world affine is unusable: NaN, zero voxel size, singular."""
+    source = _affine_source(image)
+    if int(image.header["sform_code"]) <= 0:  # the affine is built from pixdim
+        for axis, size in enumerate(_raw_voxel_sizes(image, path)):
+            if not (np.isfinite(size) and size > 0):
+                raise LesionsegError(
+                    f"voxel size {size:g} mm along axis {axis} (pixdim[{axis + 1}]) in the "
+                    "header; voxel sizes must be positive",
+                    path,
+                )
+    affine = np.asarray(image.affine, dtype=np.float64)
+    matrix = affine[:3, :3]
+    if not np.all(np.isfinite(affine)):
+        raise LesionsegError(f"the voxel-to-world affine from {source} holds NaN or Inf", path)
+    if not matrix.any():
+        raise LesionsegError(
+            f"the voxel-to-world affine from {source} is all zeros, so singular; "
+            "the header needs a valid sform or qform",
+            path,
+        )
+    sizes = np.sqrt((matrix**2).sum(axis=0))
+    for axis, size in enumerate(sizes):
+        if size == 0:
+            raise LesionsegError(f"voxel size is 0 mm along axis {axis} in {source}", path)
+    if abs(np.linalg.det(matrix)) < 1e-6 * float(np.prod(sizes)):
+        raise LesionsegError(
+            f"the voxel-to-world affine from {source} is singular: its axes are not independent",
+            path,
+        )
+
+
+def _bytes_to_read(image: nib.Nifti1Image, shape: Sequence[int], dtype: np.dtype | None) -> int:
+    """Memory needed to read the voxel data: the stored array, plus the cast copy if any."""
+    stored = image.get_data_dtype()
+    per_voxel = stored.itemsize
+    if dtype is not None and np.dtype(dtype) != stored:
+        per_voxel += np.dtype(dtype).itemsize
+    return math.prod(shape) * per_voxel
+
+
+def _read_voxels(
+    image: nib.Nifti1Image, shape: tuple[int, int, int], dtype: np.dtype | None, path: Path
+) -> np.ndarray:
+    """The voxel data as a contiguous array of ``dtype``, checking first that it fits."""
+    needed = _bytes_to_read(image, shape, dtype)
+    available = available_memory()
+    if available is not None and needed > available:
+        # a header can claim any size; numpy would fail with an empty MemoryError
+        raise LesionsegError(
+            f"{'x'.join(map(str, shape))} voxels of {image.get_data_dtype()} need about "
+            f"{format_bytes(needed)} of memory to read, but only {format_bytes(available)} "
+            "is available",
+            path,
+        )
+    try:
+        data = np.asanyarray(image.dataobj).reshape(shape)
+        if dtype is not None:
+            data = data.astype(dtype, copy=False)
+        return np.ascontiguousarray(data)
+    except MemoryError:
+        raise LesionsegError(
+            f"not enough memory to read the voxel data (about {format_bytes(needed)} needed)",
+            path,
+        ) from None
+    except Exception as err:
+        raise LesionsegError(f"cannot read the voxel data ({err})", path) from None
+
+
 def load_nifti(
     path: str | Path,
     *,
@@ -128,44 +299,24 @@ def load_nifti(
         The volume in its stored orientation (see :func:`to_canonical`).
 
     Raises:
-        LesionsegError: Missing, unreadable, not NIfTI, corrupt, not 3D, or non-finite.
+        LesionsegError: Missing, unreadable, not NIfTI, corrupt, not 3D, complex or
+            colour voxels, an unusable affine (zero voxel size, singular), too large
+            for the memory, or non-finite.
     """
     path = Path(path)
-    if not path.exists():
-        raise LesionsegError("file not found", path)
-    if path.is_dir():
-        raise LesionsegError("is a folder, expected a NIfTI file", path)
-    if not is_nifti_path(path):
-        raise LesionsegError("not a NIfTI file name (expected .nii or .nii.gz)", path)
-    if path.name.endswith(".gz"):
-        _check_gzip(path)
-    try:
-        image = nib.load(str(path))
-    except Exception as err:  # nibabel raises many types for bad files
-        detail = str(err).replace(f'"{path}"', "it").replace(str(path), "it")
-        raise LesionsegError(f"cannot read as NIfTI ({detail})", path) from None
-    if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
-        raise LesionsegError(f"not a NIfTI-1/2 image ({type(image).__name__})", path)
-    shape = image.shape
-    if len(shape) == 4 and shape[3] == 1:
-        shape = shape[:3]
-    if len(shape) != 3:
-        raise LesionsegError(f"expected a 3D volume, found {len(image.shape)}D {image.shape}", path)
-    if min(shape) < 1:
-        raise LesionsegError(f"empty volume of shape {shape}", path)
-    try:
-        data = np.asanyarray(image.dataobj).reshape(shape)
-    except Exception as err:
-        raise LesionsegError(f"cannot read the voxel data ({err})", path) from None
-    if dtype is not None:
-        data = data.astype(dtype, copy=False)
+    _check_file(path)
+    image = _open_image(path)
+    shape = _spatial_shape(image, path)
+    _check_voxel_type(image, path)
+    _check_geometry(image, path)
+    data = _read_voxels(image, shape, dtype, path)
     if not allow_nonfinite and np.issubdtype(data.dtype, np.floating):
         bad = int(np.count_nonzero(~np.isfinite(data)))
         if bad:
             raise LesionsegError(f"contains {bad} NaN or Inf voxels", path)
     header = image.header.copy()
-    grid = Grid(tuple(int(s) for s in shape), np.asarray(image.affine, dtype=np.float64), header)
-    return Volume(np.ascontiguousarray(data), grid, path)
+    grid = Grid(shape, np.asarray(image.affine, dtype=np.float64), header)
+    return Volume(data, grid, path)
 
 
 def save_nifti(
@@ -207,7 +358,7 @@ def save_nifti(
     qcode, scode = int(grid.header["qform_code"]), int(grid.header["sform_code"])
     image.set_qform(grid.affine, code=qcode if qcode > 0 else 0)
     image.set_sform(grid.affine, code=scode if scode > 0 else (0 if qcode > 0 else 2))
-    with atomic_path(path, overwrite=overwrite) as tmp:
+    with atomic_path(path, overwrite=overwrite, needed=array.nbytes) as tmp:
         nib.save(image, str(tmp))
     return path
 

@@ -65,7 +65,9 @@ def describe_volume(path: str | Path) -> list[str]:
     finite = np.isfinite(data)
     if not finite.all():
         lines.append(f"non-finite:   {int((~finite).sum())} voxels (NaN/Inf)")
-    if looks_like_labels(data[finite]):
+    if not finite.any():
+        lines.append("intensities:  none finite (every voxel is NaN or Inf)")
+    elif looks_like_labels(data[finite]):
         summary = summarize_labels(Volume(np.where(finite, data, 0), grid))
         counts = ", ".join(f"{k}: {v}" for k, v in summary.counts.items())
         lines += [
