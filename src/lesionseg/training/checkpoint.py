@@ -19,7 +19,7 @@ from lesionseg.data.atomic import atomic_path
 from lesionseg.errors import LesionsegError
 
 CHECKPOINT_NAME = "checkpoint.pt"
-FORMAT = 1
+FORMAT = 2
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -60,4 +60,5 @@ _EXPECTED: dict[str, type] = {
     "networks": dict,
     "history": list,
     "best": dict,
+    "slots": dict,
 }

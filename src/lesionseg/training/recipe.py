@@ -28,6 +28,10 @@ A stage takes every ``train`` key (``epochs``, ``batch_size``, …) and may over
 replaces it. ``network`` names the network the stage trains (default ``main``);
 a stage that names a new network builds it from its own ``model`` section (default:
 the recipe's), so the cascade's two networks and EDD-then-MUSCLE fit one run.
+``optimizer: continue`` keeps the network's optimiser state, schedule position and
+gradient scaler from its previous stage (a curriculum on one network); without it a
+stage starts a fresh optimiser. ``select: best`` (default) keeps the weights of the
+best validation Dice within the stage, ``select: last`` those at the stage's end.
 
 :func:`load_recipe` accepts a path or the name of a packaged recipe
 (``lesionseg/configs/<name>.yaml``); :meth:`Recipe.resolved` is the complete recipe
@@ -81,7 +85,14 @@ DEFAULTS: dict[str, Any] = {
     "predict": {"tile": None, "postprocess": []},
 }
 STAGE_PARTS = ("sampler", "loss", "optimizer", "schedule")
-STAGE_KEYS = ("name", "network", "model", *STAGE_PARTS, *TRAIN_DEFAULTS)
+#: How a stage chooses the weights it keeps: the best validation Dice within the stage, or
+#: the weights at its end.
+SELECT_CHOICES = ("best", "last")
+STAGE_KEYS = (
+    "name", "network", "model", *STAGE_PARTS, *TRAIN_DEFAULTS, "select", "continue_optimizer",
+)  # fmt: skip
+#: ``optimizer: continue`` in a stage keeps the network's optimiser, schedule and scaler.
+CONTINUE = "continue"
 
 # Arguments the engine passes to part factories itself; a recipe must not set them.
 ENGINE_ARGS = {
@@ -389,6 +400,13 @@ def resolve(raw: dict[str, Any], source: Path | None = None) -> Recipe:
         networks[stage["network"]] = stage["model"]
         for key in TRAIN_DEFAULTS:
             stage[key] = copy.deepcopy(stage_raw.get(key, train[key]))
+        stage_raw = _continued(stage_raw, stage["network"], stages, where)
+        stage["continue_optimizer"] = bool(stage_raw.get("continue_optimizer", False))
+        stage["select"] = stage_raw.get("select", "best")
+        if stage["select"] not in SELECT_CHOICES:
+            raise _err(
+                f"{where}.select", f"must be one of {SELECT_CHOICES}, got {stage['select']!r}"
+            )
         for part in STAGE_PARTS:
             override = stage_raw.get(part)
             if override is not None and not isinstance(override, dict):
@@ -420,6 +438,29 @@ def resolve(raw: dict[str, Any], source: Path | None = None) -> Recipe:
             _check_model_builds(stage["model"], registries["model"], f"stages[{i}].model")
     data = {k: data[k] for k in SECTIONS if k in data}
     return Recipe(data, source, copy.deepcopy(raw))
+
+
+def _continued(stage_raw: dict, network: str, earlier: list[dict], where: str) -> dict:
+    """Resolve ``optimizer: continue`` in a raw stage.
+
+    The stage takes the optimiser and schedule sections of the network's previous stage
+    and keeps their state (``continue_optimizer: true`` in the resolved recipe).
+    """
+    if stage_raw.get("optimizer") != CONTINUE and not stage_raw.get("continue_optimizer"):
+        return stage_raw
+    previous = [s for s in earlier if s["network"] == network]
+    if not previous:
+        raise _err(
+            f"{where}.optimizer",
+            f"'continue' needs an earlier stage that trains network {network!r}",
+        )
+    if stage_raw.get("optimizer") == CONTINUE and "schedule" in stage_raw:
+        raise _err(f"{where}.schedule", "a stage that continues the optimiser keeps its schedule")
+    resolved = dict(stage_raw)
+    resolved["optimizer"] = copy.deepcopy(previous[-1]["optimizer"])
+    resolved["schedule"] = copy.deepcopy(previous[-1]["schedule"])
+    resolved["continue_optimizer"] = True
+    return resolved
 
 
 def _check_model_builds(spec: dict, models, where: str) -> None:

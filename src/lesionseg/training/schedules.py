@@ -14,11 +14,11 @@ learning rate of the next epoch. Its state is a small dict saved in checkpoints.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 from lesionseg.registry import Registry
+from lesionseg.training.plateau import PlateauTracker
 
 SCHEDULES: Registry = Registry("schedule")
 
@@ -102,26 +102,26 @@ class PlateauSchedule(Schedule):
         self.monitor = monitor
         self.patience = int(patience)
         self.factor = float(factor)
-        self.min_delta = float(min_delta)
         self.min_lr = float(min_lr)
-        self.best: float | None = None
-        self.waited = 0
+        self._tracker = PlateauTracker(float(min_delta), higher_is_better=monitor == "dice")
 
     def step(self, epoch: int, metrics: dict[str, float]) -> float:
         """Count epochs without improvement of the monitored value; drop after ``patience``."""
         value = metrics.get("val_dice") if self.monitor == "dice" else metrics.get("loss")
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            return self.lr  # nothing measured this epoch (validation not due)
-        score = value if self.monitor == "dice" else -value
-        if self.best is None or score > self.best + self.min_delta:
-            self.best = score
-            self.waited = 0
-        else:
-            self.waited += 1
-            if self.waited >= self.patience:
-                self.lr = max(self.lr * self.factor, self.min_lr)
-                self.waited = 0
+        if self._tracker.update(value) is False and self._tracker.waited >= self.patience:
+            self.lr = max(self.lr * self.factor, self.min_lr)
+            self._tracker.waited = 0
         return self.lr
+
+    def state_dict(self) -> dict[str, Any]:
+        """State for a checkpoint (the tracker's too)."""
+        return {**super().state_dict(), "tracker": self._tracker.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from :meth:`state_dict`."""
+        state = dict(state)
+        self._tracker.load_state_dict(state.pop("tracker"))
+        super().load_state_dict(state)
 
 
 class PolySchedule(Schedule):

@@ -45,10 +45,10 @@ from lesionseg.errors import LesionsegError
 from lesionseg.training import distributed as dist_utils
 from lesionseg.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from lesionseg.training.history import TensorBoardLog, plot_progress, write_csv
-from lesionseg.training.optim import build_optimizer
 from lesionseg.training.recipe import Recipe, load_recipe, recipe_from_dict
 from lesionseg.training.regularization import penalised_weights, weight_penalty
-from lesionseg.training.schedules import build_schedule
+from lesionseg.training.selection import StageSelection
+from lesionseg.training.slots import NetworkSlot, build_slot
 from lesionseg.training.splits import holdout_split, kfold_splits
 
 
@@ -383,218 +383,25 @@ class Trainer:
 
     def run(self, state: dict[str, Any] | None = None) -> TrainResult:
         """Train every stage (from the checkpoint ``state`` when resuming)."""
-        from lesionseg.losses import build_loss
-        from lesionseg.sampling import SAMPLERS
-        from lesionseg.sampling.loader import BatchLoader
-        from lesionseg.training.validation import validate
-
         started = time.perf_counter()
         self._resuming = state is not None
         self.info = dist_utils.setup(self.settings.device)
-        info = self.info
         try:
             self._prepare_data()
             stages = self.recipe.stages()
-            final = stages[-1]["network"]
-            start_stage, start_epoch = 0, 0
-            if state is not None:
-                self.history = list(state["history"])
-                self.best = dict(state["best"])
-                start_stage, start_epoch = int(state["stage"]), int(state["epoch"])
-                for name, weights in state["networks"].items():
-                    index = next(i for i, s in enumerate(stages) if s["network"] == name)
-                    self._network(index, stages[index]).load_state_dict(weights)
-            global_epoch = len(self.history)
+            start_stage, start_epoch = self._restore(state, stages)
             tensorboard = None
-            if info.is_main:
-                tensorboard = TensorBoardLog(self.out / "tensorboard", purge_step=global_epoch + 1)
-            val_cfg = self.recipe.data["validation"]
-            classes = [k for k in sorted(self.labels) if k > 0]
-
+            if self.info.is_main:
+                tensorboard = TensorBoardLog(
+                    self.out / "tensorboard", purge_step=len(self.history) + 1
+                )
             for si in range(start_stage, len(stages)):
-                stage = stages[si]
-                name = stage["network"]
-                network = self._network(si, stage).to(info.device)
-                model = network
-                if info.distributed:
-                    ids = [info.device.index] if info.device.type == "cuda" else None
-                    model = nn.parallel.DistributedDataParallel(network, device_ids=ids)
-                context = {"networks": self.networks, "stage": stage, "device": info.device}
-                sampler_spec = dict(stage["sampler"])
-                try:
-                    sampler = SAMPLERS.build(
-                        sampler_spec.pop("name"),
-                        subjects=self.train_subjects,
-                        geometry=network.geometry,
-                        context=context,
-                        **sampler_spec,
-                    )
-                except ValueError as err:
-                    raise LesionsegError(f"recipe stages[{si}].sampler: {err}") from None
-                per_rank = -(-stage["batch_size"] // info.world_size)
-                loader = BatchLoader(
-                    sampler,
-                    batch_size=per_rank,
-                    batches_per_epoch=stage["batches_per_epoch"],
-                    seed=self.seed,
-                    rank=info.rank,
-                    workers=stage["workers"],
-                    pin_memory=info.device.type == "cuda",
-                )
-                optimizer = build_optimizer(stage["optimizer"], network.parameters())
-                base_lr = optimizer.param_groups[0]["lr"]
-                schedule = build_schedule(stage["schedule"], base_lr, stage["epochs"])
-                loss_fn = build_loss(stage["loss"]).to(info.device)
-                use_amp = bool(stage["amp"]) and info.device.type == "cuda"
-                scaler = torch.amp.GradScaler("cuda") if use_amp else None
-                penalised = penalised_weights(network)
-                since_best = 0
-                first_epoch = 0
-                if state is not None and si == start_stage:
-                    first_epoch = start_epoch
-                    since_best = int(state.get("since_best", 0))
-                    if first_epoch > 0 and state.get("optimizer") is not None:
-                        optimizer.load_state_dict(state["optimizer"])
-                        schedule.load_state_dict(state["schedule"])
-                        if scaler is not None and state.get("scaler"):
-                            scaler.load_state_dict(state["scaler"])
-                stopped = (
-                    bool(state.get("stopped")) if state is not None and si == start_stage else False
-                )
-                epoch = first_epoch
-                while epoch < stage["epochs"] and not stopped:
-                    for group in optimizer.param_groups:
-                        group["lr"] = schedule.lr
-                    torch.manual_seed(_derived_seed(self.seed, si, epoch, info.rank, 7))
-                    step = _Step(
-                        model,
-                        network,
-                        optimizer,
-                        scaler,
-                        loss_fn,
-                        penalised,
-                        float(stage["l1"]),
-                        float(stage["l2"]),
-                        stage["grad_clip"],
-                        use_amp,
-                        info.device,
-                    )
-                    total, count, seconds = self._train_epoch(
-                        step, loader, stage, si, epoch, per_rank
-                    )
-                    mean_loss = dist_utils.mean_across_ranks(info, total / max(count, 1))
-                    row: dict[str, Any] = {
-                        "epoch": global_epoch + 1,
-                        "stage": stage["name"],
-                        "network": name,
-                        "stage_epoch": epoch + 1,
-                        "loss": round(mean_loss, 6),
-                        "lr": schedule.lr,
-                        "val_dice": None,
-                        "seconds": round(seconds, 3),
-                        "segments_per_s": round(count * per_rank * info.world_size / seconds, 2),
-                    }
-                    last_epoch = epoch + 1 == stage["epochs"]
-                    due = (epoch + 1) % val_cfg["every"] == 0 or last_epoch
-                    if self.val_subjects and due:
-                        dice = None
-                        if info.is_main:
-                            dice, per_case = validate(
-                                network,
-                                self.val_subjects,
-                                classes=classes,
-                                device=info.device,
-                                amp=use_amp,
-                                tile_size=val_cfg.get("tile"),
-                                axis=int(stage["sampler"].get("axis", 2)),
-                            )
-                        dice = dist_utils.broadcast_object(info, dice)
-                        row["val_dice"] = round(dice, 6)
-                    schedule.step(epoch, {"loss": mean_loss, "val_dice": row["val_dice"]})
-                    best = self.best.get(name)
-                    improved = False
-                    if row["val_dice"] is not None:
-                        min_delta = (stage["early_stopping"] or {}).get("min_delta", 0.0)
-                        if best is None or row["val_dice"] > best["dice"] + min_delta:
-                            self.best[name] = {"dice": row["val_dice"], "epoch": global_epoch + 1}
-                            since_best, improved = 0, True
-                        else:  # counted in validations, not epochs
-                            since_best += 1
-                    patience = (stage["early_stopping"] or {}).get("patience")
-                    if patience and since_best >= patience:
-                        stopped = True
-                    self.history.append(row)
-                    global_epoch += 1
-                    epoch += 1
-                    message = (
-                        f"{stage['name']} epoch {epoch}/{stage['epochs']}: loss "
-                        f"{mean_loss:.4f}, lr {row['lr']:.3g}, "
-                        f"{row['segments_per_s']:.1f} segments/s"
-                    )
-                    if row["val_dice"] is not None:
-                        message += f", validation Dice {row['val_dice']:.4f}" + (
-                            " (best)" if improved else ""
-                        )
-                    self._log(message)
-                    if info.is_main:
-                        if improved:
-                            self._save_network(
-                                name,
-                                self._network_folder(name, final),
-                                {"validation_dice": row["val_dice"], "epoch": global_epoch},
-                            )
-                        done_stage = epoch >= stage["epochs"] or stopped
-                        save_checkpoint(
-                            self.out / CHECKPOINT_NAME,
-                            {
-                                "stage": si + 1 if done_stage else si,
-                                "epoch": 0 if done_stage else epoch,
-                                "networks": {
-                                    k: {n: t.detach().cpu() for n, t in v.state_dict().items()}
-                                    for k, v in self.networks.items()
-                                },
-                                "optimizer": None if done_stage else optimizer.state_dict(),
-                                "schedule": None if done_stage else schedule.state_dict(),
-                                "scaler": None
-                                if done_stage or scaler is None
-                                else scaler.state_dict(),
-                                "history": self.history,
-                                "best": self.best,
-                                "since_best": 0 if done_stage else since_best,
-                                "stopped": False,
-                                "seed": self.seed,
-                            },
-                        )
-                        self._write_logs(tensorboard)
-                    if stopped:
-                        self._log(
-                            f"{stage['name']}: early stopping after {since_best} epochs "
-                            "without improvement"
-                        )
-                loader.close()
-                if info.is_main:  # networks without validation keep their last weights
-                    if name not in self.best:
-                        self._save_network(name, self._network_folder(name, final))
-                    self._save_network(name, self._network_folder(name, final) / "last")
-            if info.is_main:
-                write_json_atomic(
-                    self.out / "training.json",
-                    {
-                        "finished": True,
-                        "epochs": len(self.history),
-                        "best": self.best,
-                        "seconds_this_invocation": round(time.perf_counter() - started, 1),
-                    },
-                )
-            if info.distributed:
-                digest = weights_digest(self.networks[final])
-                print(f"rank {info.rank}: weights sha256 {digest}", file=sys.stderr, flush=True)
-            dist_utils.barrier(info)
-            if tensorboard is not None:
-                tensorboard.close()
+                resumed = state if si == start_stage else None
+                self._run_stage(si, stages, start_epoch if resumed else 0, resumed, tensorboard)
+            self._finish(stages[-1]["network"], started, tensorboard)
         finally:
-            dist_utils.cleanup(info)
-        best = self.best.get(final)
+            dist_utils.cleanup(self.info)
+        best = self.best.get(stages[-1]["network"])
         return TrainResult(
             self.out,
             None if best is None else best["dice"],
@@ -602,6 +409,217 @@ class Trainer:
             time.perf_counter() - started,
             self.history,
         )
+
+    def _restore(self, state: dict[str, Any] | None, stages: list[dict]) -> tuple[int, int]:
+        """Networks, history and slots from a checkpoint; returns (stage, epoch) to start at."""
+        self.slots: dict[str, NetworkSlot] = {}
+        self._saved_slots: dict[str, dict] = {}
+        if state is None:
+            return 0, 0
+        self.history = list(state["history"])
+        self.best = dict(state["best"])
+        for name, weights in state["networks"].items():
+            index = next(i for i, s in enumerate(stages) if s["network"] == name)
+            self._network(index, stages[index]).load_state_dict(weights)
+        self._saved_slots = dict(state.get("slots") or {})
+        return int(state["stage"]), int(state["epoch"])
+
+    def _slot(self, stage: dict, network: nn.Module, first_epoch: int, use_amp: bool):
+        """The stage's optimiser slot: the network's own with ``optimizer: continue``, or new."""
+        name = stage["network"]
+        saved = self._saved_slots.pop(name, None)
+        if stage["continue_optimizer"] and name in self.slots:
+            return self.slots[name]
+        slot = build_slot(stage, network, use_amp)
+        if saved is not None and (first_epoch > 0 or stage["continue_optimizer"]):
+            slot.load_state_dict(saved)
+        self.slots[name] = slot
+        return slot
+
+    def _loader(self, si: int, stage: dict, network: nn.Module):
+        from lesionseg.sampling import SAMPLERS
+        from lesionseg.sampling.loader import BatchLoader
+
+        context = {"networks": self.networks, "stage": stage, "device": self.info.device}
+        sampler_spec = dict(stage["sampler"])
+        try:
+            sampler = SAMPLERS.build(
+                sampler_spec.pop("name"),
+                subjects=self.train_subjects,
+                geometry=network.geometry,
+                context=context,
+                **sampler_spec,
+            )
+        except ValueError as err:
+            raise LesionsegError(f"recipe stages[{si}].sampler: {err}") from None
+        per_rank = -(-stage["batch_size"] // self.info.world_size)
+        loader = BatchLoader(
+            sampler,
+            batch_size=per_rank,
+            batches_per_epoch=stage["batches_per_epoch"],
+            seed=self.seed,
+            rank=self.info.rank,
+            workers=stage["workers"],
+            pin_memory=self.info.device.type == "cuda",
+        )
+        return loader, per_rank
+
+    def _run_stage(self, si, stages, first_epoch, state, tensorboard) -> None:
+        """Train one stage: its loader, slot, selection and epochs, then keep its model."""
+        from lesionseg.losses import build_loss
+
+        info, stage = self.info, stages[si]
+        name = stage["network"]
+        folder = self._network_folder(name, stages[-1]["network"])
+        network = self._network(si, stage).to(info.device)
+        model = network
+        if info.distributed:
+            ids = [info.device.index] if info.device.type == "cuda" else None
+            model = nn.parallel.DistributedDataParallel(network, device_ids=ids)
+        loader, per_rank = self._loader(si, stage, network)
+        use_amp = bool(stage["amp"]) and info.device.type == "cuda"
+        slot = self._slot(stage, network, first_epoch, use_amp)
+        selection = StageSelection(stage["select"], stage["early_stopping"])
+        if state is not None and state.get("selection") is not None:
+            selection.load_state_dict(state["selection"])
+        step = _Step(
+            model,
+            network,
+            slot.optimizer,
+            slot.scaler,
+            build_loss(stage["loss"]).to(info.device),
+            penalised_weights(network),
+            float(stage["l1"]),
+            float(stage["l2"]),
+            stage["grad_clip"],
+            use_amp,
+            info.device,
+        )
+        epoch, stopped = first_epoch, False
+        while epoch < stage["epochs"] and not stopped:
+            slot.set_lr()
+            torch.manual_seed(_derived_seed(self.seed, si, epoch, info.rank, 7))
+            row = self._epoch(step, loader, stage, si, epoch, per_rank)
+            epoch += 1
+            row["val_dice"] = self._validate_if_due(network, stage, epoch, use_amp)
+            slot.schedule.step(slot.epochs_done, {"loss": row["loss"], "val_dice": row["val_dice"]})
+            slot.epochs_done += 1
+            keep = selection.update(row["val_dice"], len(self.history) + 1)
+            stopped = selection.should_stop
+            self.history.append(row)
+            self._log(_epoch_message(stage, epoch, row, keep))
+            if info.is_main:
+                if keep:
+                    self.best[name] = {"dice": row["val_dice"], "epoch": len(self.history)}
+                    self._save_network(
+                        name,
+                        folder,
+                        {"validation_dice": row["val_dice"], "epoch": len(self.history)},
+                    )
+                done = epoch >= stage["epochs"] or stopped
+                self._checkpoint(si, epoch, done, selection)
+                self._write_logs(tensorboard)
+            if stopped:
+                self._log(
+                    f"{stage['name']}: early stopping after {selection.waited} validations "
+                    "without improvement"
+                )
+        loader.close()
+        if info.is_main:
+            self._keep_stage_model(name, stage, folder, selection)
+
+    def _keep_stage_model(self, name, stage, folder: Path, selection: StageSelection) -> None:
+        """Write the stage's selected model (and its last weights under ``last/``)."""
+        if stage["select"] == "last" or selection.best_epoch is None:
+            # no validation, or the stage keeps its last weights: those are the model
+            last_dice = self.history[-1]["val_dice"] if self.history else None
+            self.best[name] = {"dice": last_dice, "epoch": len(self.history)}
+            self._save_network(name, folder, {"epoch": len(self.history)})
+        self._save_network(name, folder / "last")
+
+    def _epoch(self, step, loader, stage: dict, si: int, epoch: int, per_rank: int) -> dict:
+        """One training epoch; returns its history row (validation filled in later)."""
+        total, count, seconds = self._train_epoch(step, loader, stage, si, epoch, per_rank)
+        mean_loss = dist_utils.mean_across_ranks(self.info, total / max(count, 1))
+        return {
+            "epoch": len(self.history) + 1,
+            "stage": stage["name"],
+            "network": stage["network"],
+            "stage_epoch": epoch + 1,
+            "loss": round(mean_loss, 6),
+            "lr": step.optimizer.param_groups[0]["lr"],
+            "val_dice": None,
+            "seconds": round(seconds, 3),
+            "segments_per_s": round(count * per_rank * self.info.world_size / seconds, 2),
+        }
+
+    def _validate_if_due(self, network, stage: dict, epoch: int, use_amp: bool) -> float | None:
+        """Validation Dice after ``epoch`` (1-based) when validation is due, else None."""
+        from lesionseg.training.validation import validate
+
+        every = self.recipe.data["validation"]["every"]
+        if not self.val_subjects or (epoch % every != 0 and epoch != stage["epochs"]):
+            return None
+        dice = None
+        if self.info.is_main:
+            dice, _ = validate(
+                network,
+                self.val_subjects,
+                classes=[k for k in sorted(self.labels) if k > 0],
+                device=self.info.device,
+                amp=use_amp,
+                tile_size=self.recipe.data["validation"].get("tile"),
+                axis=int(stage["sampler"].get("axis", 2)),
+            )
+        return round(dist_utils.broadcast_object(self.info, dice), 6)
+
+    def _checkpoint(self, si: int, epoch: int, done: bool, selection: StageSelection) -> None:
+        """Save everything needed to continue after this epoch exactly."""
+        save_checkpoint(
+            self.out / CHECKPOINT_NAME,
+            {
+                "stage": si + 1 if done else si,
+                "epoch": 0 if done else epoch,
+                "networks": {
+                    k: {n: t.detach().cpu() for n, t in v.state_dict().items()}
+                    for k, v in self.networks.items()
+                },
+                "slots": {k: slot.state_dict() for k, slot in self.slots.items()},
+                "selection": None if done else selection.state_dict(),
+                "history": self.history,
+                "best": self.best,
+                "seed": self.seed,
+            },
+        )
+
+    def _finish(self, final: str, started: float, tensorboard) -> None:
+        info = self.info
+        if info.is_main:
+            write_json_atomic(
+                self.out / "training.json",
+                {
+                    "finished": True,
+                    "epochs": len(self.history),
+                    "best": self.best,
+                    "seconds_this_invocation": round(time.perf_counter() - started, 1),
+                },
+            )
+        if info.distributed:
+            digest = weights_digest(self.networks[final])
+            print(f"rank {info.rank}: weights sha256 {digest}", file=sys.stderr, flush=True)
+        dist_utils.barrier(info)
+        if tensorboard is not None:
+            tensorboard.close()
+
+
+def _epoch_message(stage: dict, epoch: int, row: dict, kept: bool) -> str:
+    message = (
+        f"{stage['name']} epoch {epoch}/{stage['epochs']}: loss {row['loss']:.4f}, "
+        f"lr {row['lr']:.3g}, {row['segments_per_s']:.1f} segments/s"
+    )
+    if row["val_dice"] is not None:
+        message += f", validation Dice {row['val_dice']:.4f}" + (" (best)" if kept else "")
+    return message
 
 
 def weights_digest(model: nn.Module) -> str:
