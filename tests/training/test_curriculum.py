@@ -1,0 +1,170 @@
+"""Stages on one network: ``optimizer: continue`` keeps Adam's state; ``select`` per stage."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from lesionseg.training import load_recipe, train
+from lesionseg.training.trainer import Trainer
+
+TINY_MODEL = {"name": "deepmedic", "widths": [4, 4, 4, 4], "hidden": [8]}
+
+
+def _recipe_data(second: dict, validation: dict | None = None) -> dict:
+    return {
+        "name": "curriculum",
+        "model": TINY_MODEL,
+        "sampler": {"name": "segments", "output_size": 6},
+        "optimizer": {"name": "adam", "lr": 1e-3},
+        "train": {"epochs": 2, "batch_size": 2, "batches_per_epoch": 3, "workers": 0},
+        "validation": validation or {"every": 1, "cases": 1},
+        "stages": [{"name": "easy", "epochs": 2}, {"name": "hard", "epochs": 2, **second}],
+    }
+
+
+def _recipe(tmp_path, second: dict, validation: dict | None = None):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(_recipe_data(second, validation)))
+    return load_recipe(path)
+
+
+def _record_slots(monkeypatch):
+    """Adam's state as each stage starts and as it ends, by stage name."""
+    seen: dict[str, dict] = {}
+    slot_of = Trainer._slot
+    keep = Trainer._keep_stage_model
+
+    def at_start(self, stage, network, first_epoch, use_amp):
+        slot = slot_of(self, stage, network, first_epoch, use_amp)
+        seen[f"start:{stage['name']}"] = copy.deepcopy(slot.state_dict())
+        return slot
+
+    def at_end(self, name, stage, folder, selection):
+        seen[f"end:{stage['name']}"] = copy.deepcopy(self.slots[name].state_dict())
+        return keep(self, name, stage, folder, selection)
+
+    monkeypatch.setattr(Trainer, "_slot", at_start)
+    monkeypatch.setattr(Trainer, "_keep_stage_model", at_end)
+    return seen
+
+
+def _assert_equal_states(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        if isinstance(a[key], dict):
+            _assert_equal_states(a[key], b[key])
+        elif isinstance(a[key], torch.Tensor):
+            assert torch.equal(a[key], b[key]), key
+        else:
+            assert a[key] == b[key], key
+
+
+def test_continue_keeps_adam_state_and_the_model_comes_from_the_last_stage(
+    toy_dataset, tmp_path, monkeypatch
+):
+    seen = _record_slots(monkeypatch)
+    recipe = _recipe(tmp_path, {"optimizer": "continue", "loss": {"name": "focal"}})
+    assert recipe.stages()[1]["continue_optimizer"] is True
+    out = tmp_path / "m"
+    train(recipe, toy_dataset, out, device="cpu", progress=False, cache=tmp_path / "c")
+    end, start = seen["end:easy"], seen["start:hard"]
+    assert end["optimizer"]["state"], "Adam has moments after stage 1"
+    _assert_equal_states(start, end)
+    assert start["epochs_done"] == 2  # the schedule goes on where it was
+    # selection is per stage: the kept model is the best of stage 2 (epochs 3-4)
+    config = json.loads((out / "config.json").read_text())
+    assert config["epoch"] in (3, 4)
+
+
+def test_without_continue_a_stage_starts_a_fresh_optimiser(toy_dataset, tmp_path, monkeypatch):
+    seen = _record_slots(monkeypatch)
+    recipe = _recipe(tmp_path, {"loss": {"name": "focal"}}, validation={"cases": 0})
+    out = tmp_path / "m"
+    train(recipe, toy_dataset, out, device="cpu", progress=False, cache=tmp_path / "c")
+    assert seen["end:easy"]["optimizer"]["state"]
+    assert seen["start:hard"]["optimizer"]["state"] == {}
+    assert seen["start:hard"]["epochs_done"] == 0
+
+
+def test_select_last_keeps_the_last_weights(toy_dataset, tmp_path):
+    recipe = _recipe(tmp_path, {"select": "last"})
+    out = tmp_path / "m"
+    train(recipe, toy_dataset, out, device="cpu", progress=False, cache=tmp_path / "c")
+    config = json.loads((out / "config.json").read_text())
+    assert config["epoch"] == 4
+    model, last = (load_file(str(f / "model.safetensors")) for f in (out, out / "last"))
+    assert all(torch.equal(model[k], last[k]) for k in model)
+
+
+def test_continue_needs_an_earlier_stage_of_the_network(tmp_path):
+    data = _recipe_data({"network": "other", "optimizer": "continue"})
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(data))
+    from lesionseg.errors import LesionsegError
+
+    with pytest.raises(LesionsegError, match="stages\\[1\\].optimizer"):
+        load_recipe(path)
+
+
+def _wait_for(out, stage, epoch, proc, timeout=180):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        checkpoint = out / "checkpoint.pt"
+        if checkpoint.is_file():
+            state = torch.load(checkpoint, weights_only=True)
+            if (state["stage"], state["epoch"]) >= (stage, epoch):
+                return
+        if proc.poll() is not None:
+            raise AssertionError(f"training ended early: {proc.stderr.read()}")
+        time.sleep(0.02)
+    raise AssertionError("timed out")
+
+
+def test_sigkill_in_a_continued_stage_then_resume_is_exact(toy_dataset, tmp_path):
+    data = _recipe_data({"optimizer": "continue", "epochs": 3, "loss": {"name": "focal"}})
+    data["train"]["batches_per_epoch"] = 12
+    data["stages"][0]["epochs"] = 1
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(data))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    base = [sys.executable, "-m", "lesionseg", "train", str(recipe), "-d", str(toy_dataset)]
+    common = ["--device", "cpu", "--quiet", "--cache", str(tmp_path / "cache")]
+    full = subprocess.run(
+        [*base, "-o", str(tmp_path / "full"), *common], env=env, capture_output=True, text=True
+    )
+    assert full.returncode == 0, full.stderr[-2000:]
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [*base, "-o", str(out), *common], stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        _wait_for(out, 1, 1, proc)  # stage 2 has done one epoch
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["stage"] == 1 and 1 <= state["epoch"] < 3
+    resumed = subprocess.run(
+        [sys.executable, "-m", "lesionseg", "train", "--resume", str(out), "--quiet"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    for name in ("model.safetensors", "last/model.safetensors"):
+        a, b = load_file(str(tmp_path / "full" / name)), load_file(str(out / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
