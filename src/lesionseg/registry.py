@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
@@ -39,6 +40,20 @@ class Registry(Generic[T]):
             return factory
 
         return decorator
+
+    @contextlib.contextmanager
+    def registered(self, name: str, factory: Callable[..., T]) -> Iterator[Callable[..., T]]:
+        """Register ``factory`` as ``name`` for the duration of a ``with`` block (tests).
+
+        Example:
+            >>> with MODELS.registered("test-net", TinyNet):
+            ...     model = MODELS.build("test-net", in_channels=1, num_classes=2)
+        """
+        self.register(name)(factory)
+        try:
+            yield factory
+        finally:
+            self._factories.pop(name, None)
 
     def get(self, name: str) -> Callable[..., T]:
         """The factory registered as ``name``.

@@ -80,10 +80,9 @@ class PatchModel(nn.Module):
 @pytest.fixture(autouse=True)
 def test_models_registered():
     """Register the test models for the duration of a test only (saved models name them)."""
-    added = {"test-centre-threshold": CentreThreshold, "test-pointwise": Pointwise}
-    for name, factory in added.items():
-        if name not in MODELS:
-            MODELS.register(name)(factory)
-    yield
-    for name in added:
-        MODELS._factories.pop(name, None)
+    with (
+        MODELS.registered("test-centre-threshold", CentreThreshold),
+        MODELS.registered("test-pointwise", Pointwise),
+        MODELS.registered("test-patch", PatchModel),
+    ):
+        yield
