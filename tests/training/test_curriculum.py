@@ -43,19 +43,20 @@ def _record_slots(monkeypatch):
     """Adam's state as each stage starts and as it ends, by stage name."""
     seen: dict[str, dict] = {}
     slot_of = Trainer._slot
-    keep = Trainer._keep_stage_model
+    end_stage = Trainer._end_stage
 
     def at_start(self, stage, network, first_epoch, use_amp):
         slot = slot_of(self, stage, network, first_epoch, use_amp)
         seen[f"start:{stage['name']}"] = copy.deepcopy(slot.state_dict())
         return slot
 
-    def at_end(self, name, stage, folder, selection):
-        seen[f"end:{stage['name']}"] = copy.deepcopy(self.slots[name].state_dict())
-        return keep(self, name, stage, folder, selection)
+    def at_end(self, si, stages, folder, selection):
+        stage = stages[si]
+        seen[f"end:{stage['name']}"] = copy.deepcopy(self.slots[stage["network"]].state_dict())
+        return end_stage(self, si, stages, folder, selection)
 
     monkeypatch.setattr(Trainer, "_slot", at_start)
-    monkeypatch.setattr(Trainer, "_keep_stage_model", at_end)
+    monkeypatch.setattr(Trainer, "_end_stage", at_end)
     return seen
 
 

@@ -7,12 +7,12 @@ post-processing steps, maps the result back onto the input grid with the
 preprocessing record, and writes ``<case>_seg.nii.gz`` (uint8 labels) and, when
 asked, ``<case>_prob.nii.gz`` (one map per class) with the input's header.
 
-Post-processing contract: each entry of the recipe's ``predict.postprocess`` list is
-a name or ``{name: ..., <options>}``, looked up in
-``lesionseg.postprocess.POSTPROCESS``; the step is called as
-``step(probabilities, image=..., mask=..., spacing=..., **options)`` on the
-preprocessed grid and returns probabilities ``(K, X, Y, Z)``, a label map
-``(X, Y, Z)``, or both as a tuple.
+Post-processing: the recipe's ``predict.postprocess`` steps (names or
+``{name: ..., <options>}``, looked up in ``lesionseg.postprocess.POSTPROCESS``), with
+the command line's overrides (:mod:`lesionseg.postprocess.overrides`), run in order on
+the preprocessed grid with its spacing, each passing ``(probabilities, labels)`` on to
+the next as :mod:`lesionseg.postprocess.chain` defines; the last label map (or the
+argmax of the last probabilities) is mapped back to the input grid.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from lesionseg.data.nifti import save_nifti
 from lesionseg.errors import LesionsegError
 from lesionseg.inference.predictor import labels_from_probabilities, num_outputs, predict_volume
 from lesionseg.models.io import load_model
+from lesionseg.postprocess.chain import Step, apply_step, parse_steps
+from lesionseg.postprocess.overrides import PostprocessOverrides
 from lesionseg.preprocess import PreprocessConfig, preprocess_subject
 
 #: Flip axes used by ``--tta``: the sagittal reflection DeepMedic is trained with.
@@ -214,53 +216,59 @@ def check_outputs_free(
                 raise LesionsegError("exists already; use --overwrite to replace it", path)
 
 
-def postprocess_steps(config: dict) -> list[tuple[str, dict]]:
-    """The ``predict.postprocess`` steps of a model's recipe as (name, options)."""
-    raw = ((config.get("recipe") or {}).get("predict") or {}).get("postprocess") or []
-    if isinstance(raw, str | dict):
-        raw = [raw]
-    steps = []
-    for item in raw:
-        if isinstance(item, str):
-            steps.append((item, {}))
-        elif isinstance(item, dict) and "name" in item:
-            steps.append((str(item["name"]), {k: v for k, v in item.items() if k != "name"}))
-        elif isinstance(item, dict) and len(item) == 1:
-            name, options = next(iter(item.items()))
-            steps.append((str(name), dict(options or {})))
-        else:
-            raise LesionsegError(f"predict.postprocess: cannot read step {item!r}")
+def postprocess_steps(config: dict, overrides: PostprocessOverrides | None = None) -> list[Step]:
+    """The post-processing steps for a model: its recipe's, with command-line ``overrides``.
+
+    Args:
+        config: The model's config (its recipe's ``predict.postprocess``).
+        overrides: Steps from ``lesionseg predict`` options, or None.
+
+    Returns:
+        ``(name, options)`` pairs, in the order they run.
+
+    Raises:
+        LesionsegError: A step that cannot be read or is not registered.
+    """
+    raw = ((config.get("recipe") or {}).get("predict") or {}).get("postprocess")
+    steps = parse_steps(raw)
+    if overrides is not None:
+        steps = overrides.apply(steps)
+    if steps:
+        from lesionseg.postprocess import POSTPROCESS  # the registry as it is at call time
+
+        for name, _ in steps:
+            POSTPROCESS.get(name)
     return steps
 
 
 def run_postprocess(
-    steps: list[tuple[str, dict]],
+    steps: Sequence[Step],
     probs: np.ndarray,
     image: np.ndarray,
     mask: np.ndarray,
     spacing: Sequence[float],
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Apply post-processing steps on the preprocessed grid.
+    """Run post-processing steps on the preprocessed grid (contract: ``postprocess.chain``).
 
     Returns:
-        The (possibly refined) probabilities, and a label map if a step produced one.
+        The (possibly refined) probabilities, and the label map a step made, or None.
     """
     labels = None
     if not steps:
         return probs, labels
-    from lesionseg.postprocess import POSTPROCESS  # lazy: only recipes that ask need it
+    from lesionseg.postprocess import POSTPROCESS  # the registry as it is at call time
 
     for name, options in steps:
-        result = POSTPROCESS.get(name)(probs, image=image, mask=mask, spacing=spacing, **options)
-        parts = result if isinstance(result, tuple) else (result,)
-        for part in parts:
-            part = np.asarray(part)
-            if part.ndim == probs.ndim:
-                probs = part.astype(np.float32, copy=False)
-            elif part.ndim == probs.ndim - 1:
-                labels = part.astype(np.uint8, copy=False)
-            else:
-                raise LesionsegError(f"post-processing step {name!r} returned shape {part.shape}")
+        probs, labels = apply_step(
+            name,
+            POSTPROCESS.get(name),
+            probs,
+            labels,
+            options=options,
+            image=image,
+            mask=mask,
+            spacing=spacing,
+        )
     return probs, labels
 
 
@@ -283,6 +291,7 @@ def predict_subject(
     overwrite: bool = False,
     amp: bool = False,
     batch_size: int = 1,
+    postprocess: PostprocessOverrides | None = None,
 ) -> PredictionOutputs:
     """Predict one subject with one model or an ensemble and write the outputs.
 
@@ -297,6 +306,7 @@ def predict_subject(
         overwrite: Replace existing outputs.
         amp: Mixed precision.
         batch_size: Tiles per forward pass.
+        postprocess: Post-processing options overriding the recipe's steps.
 
     Returns:
         The files written.
@@ -312,7 +322,7 @@ def predict_subject(
     groups: dict[str, list[LoadedModel]] = {}
     for m in models:
         groups.setdefault(_preprocess_key(m.config), []).append(m)
-    steps = postprocess_steps(models[0].config)
+    steps = postprocess_steps(models[0].config, postprocess)
     if steps and len(groups) > 1:
         raise LesionsegError(
             "ensemble members preprocess differently; post-processing needs one preprocessed grid"

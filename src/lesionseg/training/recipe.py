@@ -15,7 +15,7 @@ A recipe has these sections (all but ``model`` and ``sampler`` optional)::
       - {name: warmup, epochs: 5, sampler: {augment_probability: 0}, loss: {...}}
       - {name: main, network: second, model: {...}, optimizer: {...}}
     validation: {every: 5, cases: 0.2}
-    predict: {tile: [45, 45, 45], postprocess: [...]}
+    predict: {tile: [45, 45, 45], postprocess: [...], graph: {combine: product, inputs: [a, b]}}
 
 ``batch_size`` is the batch of the whole run: under torchrun each of N processes draws
 ``batch_size / N`` examples. ``early_stopping.patience`` counts validations without an
@@ -82,7 +82,7 @@ DEFAULTS: dict[str, Any] = {
     "optimizer": {"name": "adam", "lr": 1e-3},
     "schedule": {"name": "constant"},
     "validation": {"every": 1, "cases": 0.2, "tile": None, "max_cases": 10},
-    "predict": {"tile": None, "postprocess": []},
+    "predict": {"tile": None, "postprocess": [], "graph": None},
 }
 STAGE_PARTS = ("sampler", "loss", "optimizer", "schedule")
 #: How a stage chooses the weights it keeps: the best validation Dice within the stage, or
@@ -101,6 +101,8 @@ ENGINE_ARGS = {
     "optimizer": ("params",),
     "schedule": ("base_lr", "epochs"),
     "loss": (),
+    # the probabilities, and the context of lesionseg.postprocess.chain.CONTEXT
+    "postprocess": ("probabilities", "image", "mask", "spacing", "labels"),
 }
 
 
@@ -429,8 +431,8 @@ def resolve(raw: dict[str, Any], source: Path | None = None) -> Recipe:
     from lesionseg.preprocess import PreprocessConfig
 
     data["preprocess"] = PreprocessConfig.from_dict(data["preprocess"]).to_dict()
-    if not isinstance(data["predict"].get("postprocess") or [], list):
-        raise _err("predict.postprocess", "must be a list of steps")
+    _check_postprocess(data["predict"].get("postprocess") or [])
+    data["predict"]["graph"] = _prediction_graph(data["predict"].get("graph"), stages)
     if not isinstance(data["seed"], int):
         raise _err("seed", f"must be an integer, got {data['seed']!r}")
     for i, stage in enumerate(stages):
@@ -463,6 +465,15 @@ def _continued(stage_raw: dict, network: str, earlier: list[dict], where: str) -
     return resolved
 
 
+def _prediction_graph(raw: Any, stages: list[dict]) -> Any:
+    """``predict.graph``, validated; by default the last stage's network."""
+    from lesionseg.inference.graph import check_graph
+
+    if raw is None:
+        return stages[-1]["network"]
+    return check_graph(raw, {s["network"] for s in stages})
+
+
 def _check_model_builds(spec: dict, models, where: str) -> None:
     """Build the network once (1 channel, 2 classes) so bad options fail before any data work."""
     import torch
@@ -475,6 +486,55 @@ def _check_model_builds(spec: dict, models, where: str) -> None:
             raise _err(where, str(err)) from None
         except (TypeError, ValueError) as err:
             raise _err(where, f"{spec['name']}: {err}") from None
+
+
+def _check_postprocess(raw: Any) -> None:
+    """Each ``predict.postprocess`` step must be registered and given the options it takes."""
+    from lesionseg.postprocess import POSTPROCESS
+    from lesionseg.postprocess.chain import parse_steps
+
+    if not isinstance(raw, list):
+        raise _err("predict.postprocess", "must be a list of steps")
+    try:
+        steps = parse_steps(raw)
+    except LesionsegError as err:
+        raise LesionsegError(f"recipe {err}") from None
+    for i, (name, options) in enumerate(steps):
+        where = f"predict.postprocess[{i}]"
+        try:
+            step = POSTPROCESS.get(name)
+        except LesionsegError as err:
+            raise _err(where, str(err)) from None
+        _check_step_options(name, step, options, where)
+
+
+def _check_step_options(name: str, step: Callable, options: dict, where: str) -> None:
+    """Like :func:`_check_options`, for a step: reserved, unknown and missing options.
+
+    A step's options are its keyword parameters, plus, for one that passes ``**options``
+    on, the names its ``forwarded_options()`` gives (the CRF's parameters).
+    """
+    engine = ENGINE_ARGS["postprocess"]
+    reserved = [k for k in options if k in engine]
+    if reserved:
+        raise _err(f"{where}.{reserved[0]}", "is set by lesionseg itself; remove it")
+    signature = list(inspect.signature(step).parameters.values())[1:]  # after the probabilities
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in signature)
+    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    params = [p for p in signature if p.kind not in variadic and p.name not in engine]
+    forwarded = getattr(step, "forwarded_options", None)
+    if forwarded is not None or not takes_any:
+        known = {p.name for p in params} | set(forwarded() if forwarded is not None else ())
+        unknown = [k for k in options if k not in known]
+        if unknown:
+            raise _err(
+                f"{where}.{unknown[0]}",
+                f"unknown option of post-processing step {name!r} "
+                f"(known: {', '.join(sorted(known)) or 'none'})",
+            )
+    missing = [p.name for p in params if p.default is p.empty and p.name not in options]
+    if missing:
+        raise _err(f"{where}.{missing[0]}", f"is required by post-processing step {name!r}")
 
 
 def _validate_stage(stage: dict, where: str, registries: dict) -> None:

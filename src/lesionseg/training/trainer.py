@@ -501,22 +501,22 @@ class Trainer:
             torch.manual_seed(_derived_seed(self.seed, si, epoch, info.rank, 7))
             row = self._epoch(step, loader, stage, si, epoch, per_rank)
             epoch += 1
-            row["val_dice"] = self._validate_if_due(network, stage, epoch, use_amp)
+            row["val_dice"] = self._validate_if_due(si, stage, epoch, use_amp)
             slot.schedule.step(slot.epochs_done, {"loss": row["loss"], "val_dice": row["val_dice"]})
             slot.epochs_done += 1
             keep = selection.update(row["val_dice"], len(self.history) + 1)
             stopped = selection.should_stop
             self.history.append(row)
             self._log(_epoch_message(stage, epoch, row, keep))
+            done = epoch >= stage["epochs"] or stopped
+            if info.is_main and keep:
+                self.best[name] = {"dice": row["val_dice"], "epoch": len(self.history)}
+                self._save_network(
+                    name, folder, {"validation_dice": row["val_dice"], "epoch": len(self.history)}
+                )
+            if done:  # before the checkpoint: a resumed run finds the stage's end complete
+                self._end_stage(si, stages, folder, selection)
             if info.is_main:
-                if keep:
-                    self.best[name] = {"dice": row["val_dice"], "epoch": len(self.history)}
-                    self._save_network(
-                        name,
-                        folder,
-                        {"validation_dice": row["val_dice"], "epoch": len(self.history)},
-                    )
-                done = epoch >= stage["epochs"] or stopped
                 self._checkpoint(si, epoch, done, selection)
                 self._write_logs(tensorboard)
             if stopped:
@@ -525,17 +525,30 @@ class Trainer:
                     "without improvement"
                 )
         loader.close()
-        if info.is_main:
-            self._keep_stage_model(name, stage, folder, selection)
 
-    def _keep_stage_model(self, name, stage, folder: Path, selection: StageSelection) -> None:
-        """Write the stage's selected model (and its last weights under ``last/``)."""
-        if stage["select"] == "last" or selection.best_epoch is None:
-            # no validation, or the stage keeps its last weights: those are the model
-            last_dice = self.history[-1]["val_dice"] if self.history else None
-            self.best[name] = {"dice": last_dice, "epoch": len(self.history)}
-            self._save_network(name, folder, {"epoch": len(self.history)})
-        self._save_network(name, folder / "last")
+    def _end_stage(self, si: int, stages, folder: Path, selection: StageSelection) -> None:
+        """Write the stage's model; a network no later stage trains goes back to its selection.
+
+        Later stages (a cascade's hard negatives, a predict stage, validation of the graph)
+        then see the selected weights, not the last ones. A network that a later stage
+        trains again keeps its last weights, which its optimiser state belongs to.
+        """
+        from safetensors.torch import load_file
+
+        stage, name = stages[si], stages[si]["network"]
+        selected = stage["select"] == "best" and selection.best_epoch is not None
+        if self.info.is_main:
+            if not selected:
+                # no validation, or the stage keeps its last weights: those are the model
+                last_dice = self.history[-1]["val_dice"] if self.history else None
+                self.best[name] = {"dice": last_dice, "epoch": len(self.history)}
+                self._save_network(name, folder, {"epoch": len(self.history)})
+            self._save_network(name, folder / "last")
+        dist_utils.barrier(self.info)
+        trained_later = any(s["network"] == name for s in stages[si + 1 :])
+        if selected and not trained_later:
+            weights = load_file(str(folder / "model.safetensors"), device="cpu")
+            self.networks[name].load_state_dict(weights)
 
     def _epoch(self, step, loader, stage: dict, si: int, epoch: int, per_rank: int) -> dict:
         """One training epoch; returns its history row (validation filled in later)."""
@@ -553,17 +566,28 @@ class Trainer:
             "segments_per_s": round(count * per_rank * self.info.world_size / seconds, 2),
         }
 
-    def _validate_if_due(self, network, stage: dict, epoch: int, use_amp: bool) -> float | None:
-        """Validation Dice after ``epoch`` (1-based) when validation is due, else None."""
-        from lesionseg.training.validation import validate
+    def _validate_if_due(self, si: int, stage: dict, epoch: int, use_amp: bool) -> float | None:
+        """Validation Dice after ``epoch`` (1-based) when validation is due, else None.
+
+        The method's graph is scored once every network it uses has been trained (so a
+        cascade's second network is chosen on the cascade's output); before that, the
+        stage's own network.
+        """
+        from lesionseg.inference.graph import graph_networks
+        from lesionseg.training.validation import validate_graph
 
         every = self.recipe.data["validation"]["every"]
         if not self.val_subjects or (epoch % every != 0 and epoch != stage["epochs"]):
             return None
+        trained = {s["network"] for s in self.recipe.data["stages"][: si + 1]}
+        graph = self.recipe.data["predict"]["graph"]
+        if not set(graph_networks(graph)) <= trained:
+            graph = stage["network"]
         dice = None
         if self.info.is_main:
-            dice, _ = validate(
-                network,
+            dice, _ = validate_graph(
+                graph,
+                {n: self.networks[n] for n in graph_networks(graph)},
                 self.val_subjects,
                 classes=[k for k in sorted(self.labels) if k > 0],
                 device=self.info.device,

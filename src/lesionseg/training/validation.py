@@ -7,7 +7,7 @@ and compared with its reference labels inside the volume.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -34,7 +34,7 @@ def validate(
     tile_size: Sequence[int] | None = None,
     axis: int = 2,
 ) -> tuple[float, dict[str, float]]:
-    """Segment each subject whole and return (mean Dice, Dice per case).
+    """Segment each subject whole with one network and return (mean Dice, Dice per case).
 
     Args:
         model: The network (in eval mode during prediction, restored afterwards).
@@ -45,27 +45,63 @@ def validate(
         tile_size: Predictor tile (output) size; None lets the predictor choose.
         axis: Slice axis for 2D models (the axis their training slices were drawn along).
     """
+    return validate_graph(
+        "net",
+        {"net": model},
+        subjects,
+        classes=classes,
+        device=device,
+        amp=amp,
+        tile_size=tile_size,
+        axis=axis,
+    )
+
+
+def validate_graph(
+    graph,
+    networks: Mapping[str, nn.Module],
+    subjects: Sequence,
+    *,
+    classes: Sequence[int],
+    device: torch.device | str = "cpu",
+    amp: bool = False,
+    tile_size: Sequence[int] | None = None,
+    axis: int = 2,
+) -> tuple[float, dict[str, float]]:
+    """Segment each subject with a method's prediction graph: (mean Dice, Dice per case).
+
+    The same graph as ``lesionseg predict`` runs, so a later network is chosen on what the
+    method outputs. Arguments as :func:`validate`; ``graph`` is a node of
+    :mod:`lesionseg.inference.graph` over the names of ``networks``.
+    """
+    from lesionseg.inference.graph import NetworkInput, evaluate
     from lesionseg.inference.predictor import labels_from_probabilities, predict_volume
 
-    was_training = model.training
-    model.eval()
+    def predict(model, image, mask):
+        return predict_volume(
+            model,
+            image,
+            mask=mask,
+            tile_size=None if tile_size is None else tuple(tile_size),
+            device=str(device),
+            amp=amp,
+            axis=axis,
+        )
+
+    modes = {name: net.training for name, net in networks.items()}
     per_case: dict[str, float] = {}
     try:
+        for net in networks.values():
+            net.eval()
         for subject in subjects:
-            probabilities = predict_volume(
-                model,
-                np.asarray(subject.image),
-                mask=np.asarray(subject.mask),
-                tile_size=None if tile_size is None else tuple(tile_size),
-                device=str(device),
-                amp=amp,
-                axis=axis,
-            )
+            image, mask = np.asarray(subject.image), np.asarray(subject.mask)
+            inputs = {n: NetworkInput(m, image, mask, predict) for n, m in networks.items()}
             # A sigmoid model has two maps (1 − p, p) here: the argmax is then p > 0.5.
-            pred = labels_from_probabilities(probabilities)
+            pred = labels_from_probabilities(evaluate(graph, inputs))
             scores = dice_per_class(pred, np.asarray(subject.label), classes)
             per_case[subject.id] = float(np.mean(scores))
     finally:
-        model.train(was_training)
+        for name, net in networks.items():
+            net.train(modes[name])
     mean = float(np.mean(list(per_case.values()))) if per_case else float("nan")
     return mean, per_case

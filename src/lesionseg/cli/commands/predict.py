@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from lesionseg.errors import LesionsegError
+
+if TYPE_CHECKING:
+    from lesionseg.postprocess.overrides import PostprocessOverrides
 
 NAME = "predict"
 ORDER = 40
@@ -21,9 +25,17 @@ applied; the outputs are written on the input's grid with its header:
 <case>_seg.nii.gz (labels) and, with --save-probabilities, <case>_prob.nii.gz.
 Several -m average their probabilities (ensemble).
 
+Post-processing: the recipe's predict.postprocess steps run on the grid the model
+predicts on (after its preprocessing, e.g. resampling), before the labels are mapped
+back to the input grid. --postprocess crf, --threshold and --min-lesion-size each
+replace the recipe's step of that name (keeping its other settings, such as tuned CRF
+parameters) or add it in the order crf -> threshold -> min-lesion-size, before the
+recipe's other label steps; --postprocess none drops the recipe's steps first.
+
 examples:
   lesionseg predict -m models/dm -i T1.nii.gz FLAIR.nii.gz -o out
-  lesionseg predict -m models/dm1 -m models/dm2 -i data/ms -o out --tta"""
+  lesionseg predict -m models/dm1 -m models/dm2 -i data/ms -o out --tta
+  lesionseg predict -m models/dm -i data/ms -o out --threshold 0.6 --min-lesion-size 10"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,6 +92,70 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--amp", action="store_true", help="mixed precision (mainly for CUDA)")
     parser.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass")
+    post = parser.add_argument_group("post-processing (overrides the recipe's steps)")
+    post.add_argument(
+        "--postprocess",
+        choices=("crf", "none"),
+        default=None,
+        help="crf: add the 3D CRF (with the recipe's CRF settings if it has a crf step); "
+        "none: drop the recipe's steps (the other options below still apply)",
+    )
+    post.add_argument(
+        "--threshold",
+        type=_probability,
+        default=None,
+        metavar="P",
+        help="label a voxel with its most probable foreground class among those of "
+        "probability >= P, else background (default: the most probable class)",
+    )
+    post.add_argument(
+        "--min-lesion-size",
+        type=_size,
+        default=None,
+        metavar="N",
+        help="remove lesions (26-connected components of a class) smaller than N "
+        "(see --min-lesion-unit), measured on the grid the model predicts on",
+    )
+    post.add_argument(
+        "--min-lesion-unit",
+        choices=("mm3", "voxels"),
+        default=None,
+        help="unit of --min-lesion-size: mm3 (default; from the voxel size of the "
+        "preprocessed grid, so independent of resampling) or voxels of that grid",
+    )
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text}")
+    return value
+
+
+def _size(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a size >= 0, got {text}")
+    return value
+
+
+def postprocess_overrides(args: argparse.Namespace) -> PostprocessOverrides:
+    """The post-processing options, to merge into the recipe's steps.
+
+    Raises:
+        LesionsegError: ``--min-lesion-unit`` without ``--min-lesion-size``.
+    """
+    from lesionseg.postprocess.overrides import PostprocessOverrides
+
+    if args.min_lesion_unit is not None and args.min_lesion_size is None:
+        raise LesionsegError("--min-lesion-unit needs --min-lesion-size")
+    return PostprocessOverrides(
+        crf=args.postprocess == "crf",
+        clear=args.postprocess == "none",
+        threshold=args.threshold,
+        min_lesion_size=args.min_lesion_size,
+        min_lesion_unit=args.min_lesion_unit or "mm3",
+    )
 
 
 def check_device(name: str) -> str:
@@ -122,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
         raise LesionsegError("--tile must be a positive number of voxels")
     if args.batch_size < 1:
         raise LesionsegError("--batch-size must be at least 1")
+    postprocess = postprocess_overrides(args)
     models = load_models(args.model, device=device)
     subjects = subjects_from_inputs(
         args.input, required_channels(models), all_cases=args.all, subject_id=args.name
@@ -157,6 +234,7 @@ def run(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             amp=args.amp,
             batch_size=args.batch_size,
+            postprocess=postprocess,
         )
         extra = f" and {out.probabilities}" if out.probabilities else ""
         tqdm.write(f"{subject.id}: {out.segmentation}{extra} ({time.perf_counter() - t0:.1f} s)")
