@@ -238,7 +238,7 @@ def test_cli_predict_dataset_test_split(tmp_path, msd_dataset):
 def test_recipe_tile_is_used_unless_tile_is_given(tmp_path, lps_subject, monkeypatch):
     import json
 
-    import lesionseg.inference.pipeline as pipeline
+    import lesionseg.inference.method as method
 
     subject, _, _ = lps_subject
     folder = threshold_model(tmp_path / "m")
@@ -246,13 +246,13 @@ def test_recipe_tile_is_used_unless_tile_is_given(tmp_path, lps_subject, monkeyp
     config["recipe"]["predict"]["tile"] = 6
     (folder / "config.json").write_text(json.dumps(config))
     seen = []
-    real = pipeline.predict_volume
+    real = method.predict_volume
 
     def spy(model, image, **kwargs):
         seen.append(kwargs["tile_size"])
         return real(model, image, **kwargs)
 
-    monkeypatch.setattr(pipeline, "predict_volume", spy)
+    monkeypatch.setattr(method, "predict_volume", spy)
     models = load_models([folder])
     predict_subject(models, subject, tmp_path / "a")
     predict_subject(models, subject, tmp_path / "b", tile_size=9)

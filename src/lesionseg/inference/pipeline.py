@@ -24,33 +24,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from lesionseg.data.dataset import Subject
 from lesionseg.data.nifti import save_nifti
 from lesionseg.errors import LesionsegError
-from lesionseg.inference.predictor import labels_from_probabilities, num_outputs, predict_volume
-from lesionseg.models.io import load_model
+from lesionseg.inference.method import LoadedMethod, load_method
+from lesionseg.inference.predictor import labels_from_probabilities
 from lesionseg.postprocess.chain import Step, apply_step, parse_steps
 from lesionseg.postprocess.overrides import PostprocessOverrides
 from lesionseg.preprocess import PreprocessConfig, preprocess_subject
 
 #: Flip axes used by ``--tta``: the sagittal reflection DeepMedic is trained with.
 TTA_FLIP_AXES = (0,)
-
-
-@dataclass
-class LoadedModel:
-    """A trained network with its config and where it came from."""
-
-    model: nn.Module
-    config: dict
-    folder: Path | None = None
-
-    @property
-    def channel_names(self) -> list[str]:
-        """The model's input channels, in order."""
-        return list(self.config["channel_names"])
 
 
 @dataclass
@@ -64,21 +49,21 @@ class PredictionOutputs:
 
 def load_models(
     folders: Sequence[str | Path], device: str | torch.device = "cpu"
-) -> list[LoadedModel]:
-    """Load model folders for an ensemble and check that they agree on the labels.
+) -> list[LoadedMethod]:
+    """Load model folders (each a method: its networks and graph) and check they agree.
+
+    Several folders are an ensemble of whole methods: the mean of their final
+    probabilities.
 
     Raises:
         LesionsegError: A bad folder, or members with different labels.
     """
-    loaded = []
-    for folder in folders:
-        model, config = load_model(folder, device=device)
-        loaded.append(LoadedModel(model, config, Path(folder)))
+    loaded = [load_method(folder, device=device) for folder in folders]
     check_compatible(loaded)
     return loaded
 
 
-def check_compatible(models: Sequence[LoadedModel]) -> None:
+def check_compatible(models: Sequence[LoadedMethod]) -> None:
     """Ensemble members must predict the same labels.
 
     Raises:
@@ -95,11 +80,11 @@ def check_compatible(models: Sequence[LoadedModel]) -> None:
                 f"models {first.folder} and {other.folder} predict different labels "
                 f"({first.config['labels']} vs {other.config['labels']})"
             )
-        if num_outputs(other.model.geometry) != num_outputs(first.model.geometry):
+        if other.num_outputs != first.num_outputs:
             raise LesionsegError(f"models {first.folder} and {other.folder} differ in class count")
 
 
-def required_channels(models: Sequence[LoadedModel]) -> list[str]:
+def required_channels(models: Sequence[LoadedMethod]) -> list[str]:
     """Channels the ensemble needs, in the first model's order, then any others."""
     names: list[str] = []
     for m in models:
@@ -107,7 +92,7 @@ def required_channels(models: Sequence[LoadedModel]) -> list[str]:
     return names
 
 
-def check_channels(subject: Subject, models: Sequence[LoadedModel]) -> None:
+def check_channels(subject: Subject, models: Sequence[LoadedMethod]) -> None:
     """The subject must have exactly the channels the models use, by name.
 
     Raises:
@@ -280,7 +265,7 @@ def _preprocess_key(config: dict) -> str:
 
 
 def predict_subject(
-    models: Sequence[LoadedModel],
+    models: Sequence[LoadedMethod],
     subject: Subject,
     out_dir: str | Path,
     *,
@@ -319,7 +304,7 @@ def predict_subject(
     seg_path, prob_path = output_paths(out_dir, subject.id)
     check_outputs_free(out_dir, [subject.id], save_probabilities, overwrite)
 
-    groups: dict[str, list[LoadedModel]] = {}
+    groups: dict[str, list[LoadedMethod]] = {}
     for m in models:
         groups.setdefault(_preprocess_key(m.config), []).append(m)
     steps = postprocess_steps(models[0].config, postprocess)
@@ -334,7 +319,7 @@ def predict_subject(
         batch_size=batch_size,
         flip_axes=TTA_FLIP_AXES if tta else (),
     )
-    k = num_outputs(models[0].model.geometry)
+    k = models[0].num_outputs
     fill = [1.0] + [0.0] * (k - 1)
     total, labels, record = None, None, None
     for members in groups.values():
@@ -344,11 +329,7 @@ def predict_subject(
         )
         probs = None
         for member in members:
-            axis = int(member.config.get("slice_axis", 2))
-            # --tile wins; otherwise the recipe's predict.tile; otherwise chosen from memory
-            recipe_tile = ((member.config.get("recipe") or {}).get("predict") or {}).get("tile")
-            member_kwargs = dict(kwargs, tile_size=tile_size or recipe_tile)
-            p = predict_volume(member.model, pre.image, mask=pre.mask, axis=axis, **member_kwargs)
+            p = member.predict(pre.image, pre.mask, **kwargs)
             probs = p if probs is None else probs + p
         probs /= len(members)
         probs, labels = run_postprocess(steps, probs, pre.image, pre.mask, pre.spacing)

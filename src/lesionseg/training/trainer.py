@@ -101,6 +101,7 @@ MODEL_KIND = "model"
 MODEL_FOLDER_ENTRIES = (
     "model.safetensors", "config.json", "recipe.yaml", "run.json", "splits.json", "log.csv",
     "progress.png", "tensorboard", CHECKPOINT_NAME, "last", "networks", "training.json",
+    "method.json",
 )  # fmt: skip
 
 
@@ -617,8 +618,17 @@ class Trainer:
         )
 
     def _finish(self, final: str, started: float, tensorboard) -> None:
+        from lesionseg.inference.graph import graph_networks
+        from lesionseg.inference.method import write_method
+
         info = self.info
         if info.is_main:
+            graph = self.recipe.data["predict"]["graph"]
+            folders = {
+                name: str(self._network_folder(name, final).relative_to(self.out))
+                for name in graph_networks(graph)
+            }
+            write_method(self.out, graph, folders)
             write_json_atomic(
                 self.out / "training.json",
                 {
