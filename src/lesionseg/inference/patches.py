@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from lesionseg.errors import LesionsegError
+from lesionseg.sampling.crop import box_around, crop
 
 #: Patches per forward pass.
 BATCH = 256
@@ -15,20 +16,11 @@ BATCH = 256
 def cut_patches(image: np.ndarray, points: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
     """``(N, C, *size)`` patches of ``image`` centred at ``points`` (zeros outside the image).
 
-    A patch of ``s`` voxels starts ``s // 2`` before its centre. Each patch is copied from
-    the part of the image it overlaps, so no padded copy of the volume is ever made.
+    A patch of ``s`` voxels starts ``(s - 1) // 2`` before its centre, as samplers cut them.
     """
-    spatial = np.array(image.shape[1:])
-    size_arr = np.array(size)
     patches = np.zeros((len(points), image.shape[0], *size), image.dtype)
     for n, point in enumerate(np.asarray(points, dtype=np.int64)):
-        start = point - size_arr // 2
-        lo, hi = np.maximum(start, 0), np.minimum(start + size_arr, spatial)
-        if np.any(hi <= lo):
-            continue  # the patch lies outside the image: all zeros
-        src = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
-        dst = tuple(slice(int(a), int(b)) for a, b in zip(lo - start, hi - start))
-        patches[(n, slice(None), *dst)] = image[(slice(None), *src)]
+        patches[n] = crop(image, box_around(point, size), size, 0.0)
     return patches
 
 

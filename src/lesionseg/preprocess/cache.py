@@ -59,7 +59,9 @@ def _fingerprint(subject: Subject, channel_names: Sequence[str], config: Preproc
 class CachedSubject:
     """A preprocessed subject whose arrays are memory-mapped on first access.
 
-    Only the folder path travels when the object is pickled to loader workers.
+    Only the folder path travels when the object is pickled to loader workers; stored
+    outputs of earlier stages (``outputs``: name → ``.npy`` file under ``<case>/outputs/``)
+    are memory-mapped by whoever reads them.
     """
 
     id: str
@@ -68,6 +70,8 @@ class CachedSubject:
     spacing: tuple[float, float, float]
     record: PreprocessRecord
     has_label: bool
+    channel_names: list[str] = field(default_factory=list)
+    outputs: dict[str, Path] = field(default_factory=dict)
     _arrays: dict = field(default_factory=dict, repr=False, compare=False)
 
     def _array(self, name: str) -> np.ndarray:
@@ -243,6 +247,7 @@ def open_cache(root: str | Path) -> CachedDataset:
                 spacing=tuple(record.spacing),
                 record=record,
                 has_label=meta["has_label"],
+                channel_names=list(spec["channel_names"]),
             )
         )
     return CachedDataset(

@@ -2,12 +2,13 @@
 
 Registered samplers: ``segments`` (class-balanced 3D segments, DeepMedic and every
 dense 3D model) and ``slices`` (2D slices and 2.5D slice stacks, the U-Nets and
-D-UNet). Samplers for candidate patches and components plug into the same
-:class:`~lesionseg.sampling.base.Sampler` interface.
+D-UNet) and ``candidates`` (patches or segments centred on voxels chosen by rules on
+channels and stored outputs: the MSSEG cascade's candidates and hard negatives).
 """
 
 from lesionseg.registry import Registry
 from lesionseg.sampling.base import ArraySubject, Sampler, SubjectArrays
+from lesionseg.sampling.candidates import CandidateSampler
 from lesionseg.sampling.crop import box_around, crop
 from lesionseg.sampling.segments import SegmentSampler
 from lesionseg.sampling.slices import SliceSampler
@@ -15,10 +16,12 @@ from lesionseg.sampling.slices import SliceSampler
 SAMPLERS: Registry = Registry("sampler")
 SAMPLERS.register("segments")(SegmentSampler)
 SAMPLERS.register("slices")(SliceSampler)
+SAMPLERS.register("candidates")(CandidateSampler)
 
 __all__ = [
     "SAMPLERS",
     "ArraySubject",
+    "CandidateSampler",
     "Sampler",
     "SegmentSampler",
     "SliceSampler",

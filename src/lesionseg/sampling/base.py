@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -47,6 +47,8 @@ class ArraySubject:
         label: ``(X, Y, Z)`` integer label map, or None.
         mask: ``(X, Y, Z)`` brain mask (non-zero inside).
         spacing: Voxel size in mm.
+        channel_names: Names of the image channels (for sampler rules).
+        outputs: Stored outputs of earlier stages: name → ``(K, X, Y, Z)`` probabilities.
     """
 
     id: str
@@ -54,6 +56,8 @@ class ArraySubject:
     label: np.ndarray | None
     mask: np.ndarray
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    channel_names: list[str] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)
 
 
 class Sampler(ABC):

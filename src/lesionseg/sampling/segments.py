@@ -168,9 +168,10 @@ class SegmentSampler(Sampler):
         return classes, np.array([available[k] / total for k in classes])
 
     def example_shapes(self) -> dict[str, tuple[int, ...]]:
-        """``image``: (C, *input_size); ``target``: output_size."""
+        """``image``: (C, *input_size); ``target``: output_size (``()`` for patch classifiers)."""
         channels = self.subjects[0].image.shape[0]
-        return {"image": (channels, *self.input_size), "target": self.output_size}
+        target = () if self.geometry.patch_size is not None else self.output_size
+        return {"image": (channels, *self.input_size), "target": target}
 
     def draw_centre(self, rng: np.random.Generator) -> tuple[int, tuple[int, ...], int]:
         """Draw (subject index, centre voxel, class) as described in the module docstring."""
@@ -180,14 +181,18 @@ class SegmentSampler(Sampler):
         subject = self.subjects[s]
 
         def member(flat: int) -> bool:
-            pos = np.unravel_index(flat, subject.mask.shape)
-            if not subject.mask[pos]:
-                return False
-            value = int(subject.label[pos])
-            return value > 0 if k == FOREGROUND else value == k
+            return self._is_member(s, k, np.unravel_index(flat, subject.mask.shape))
 
         centre = tuple(int(c) for c in self._index[s][k].draw(rng, member))
         return s, centre, k
+
+    def _is_member(self, s: int, k: int, pos: tuple[int, ...]) -> bool:
+        """Whether voxel ``pos`` of subject ``s`` belongs to class ``k`` (inside the brain)."""
+        subject = self.subjects[s]
+        if not subject.mask[pos]:
+            return False
+        value = int(subject.label[pos])
+        return value > 0 if k == FOREGROUND else value == k
 
     def cut(self, s: int, centre: Sequence[int]) -> Example:
         """The example of subject ``s`` centred on ``centre`` (no augmentation)."""
@@ -205,6 +210,8 @@ class SegmentSampler(Sampler):
         else:
             image = crop(subject.image, in_start, self.input_size, float(pad), np.float32)
         target = crop(subject.label, out_start, self.output_size, self.pad_label, np.int64)
+        if self.geometry.patch_size is not None:  # a patch classifier: one label per example
+            target = target.reshape(())
         return {"image": image, "target": target}
 
     def draw(self, rng: np.random.Generator) -> Example:

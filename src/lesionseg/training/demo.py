@@ -11,6 +11,12 @@ chains them and keeps their outputs in one folder::
 
 Steps whose outputs exist are reused (a finished model, the data set), so running
 the demo again only redoes what is missing.
+
+The held-out subjects are the last 20 % of ``subjects`` phantoms, as ``lesionseg synth``
+splits them. A method may train on more phantoms than that split leaves
+(:data:`EXTRA_TRAINING`): they are the phantoms that follow, added to the training
+split only, so the held-out subjects stay the same whatever the number of training
+phantoms.
 """
 
 from __future__ import annotations
@@ -28,8 +34,17 @@ from lesionseg.errors import LesionsegError
 #: Method → (phantom task, recipe) of the demo.
 METHODS = {
     "deepmedic": ("ms", "deepmedic-tiny"),
-    "dunet": ("stroke-chronic", "dunet-tiny"),
+    "dunet": ("stroke-chronic", "dunet-demo"),
 }
+
+#: Method → training phantoms added after the ``subjects`` phantoms (ids ``subjects``,
+#: ``subjects + 1``, ...; the held-out split is unchanged). D-UNet's chronic-stroke
+#: lesions range from a few dozen voxels to thousands: 16 training phantoms show too
+#: few small ones (docs/dunet.md).
+EXTRA_TRAINING = {"dunet": 28}
+
+#: Voxel size of the demo's phantoms (mm).
+SPACING_MM = 2.0
 
 
 @dataclass
@@ -89,6 +104,39 @@ def _evaluate(pred_dir: Path, data_dir: Path, out: Path, cases: list[str]) -> di
     return dice
 
 
+def _add_training_phantoms(data: Path, task: str, first: int, count: int, seed: int) -> None:
+    """Add phantoms ``first … first + count − 1`` of ``task`` to the training split of ``data``.
+
+    They are the phantoms ``lesionseg synth`` would write with more subjects (same
+    seed, same settings), put in ``imagesTr``; ``phantoms.json`` lists them and
+    ``dataset.json`` (rewritten last, so an interrupted run leaves none) counts them.
+    """
+    from lesionseg.data.atomic import write_json_atomic
+    from lesionseg.data.phantoms import generate_subject, get_task
+    from lesionseg.data.phantoms.writer import case_record, write_case, write_metadata
+
+    phantom_task = get_task(task)
+    spec = json.loads((data / "dataset.json").read_text())
+    records = json.loads((data / "phantoms.json").read_text())["cases"]
+    (data / "dataset.json").unlink()
+    for index in range(first, first + count):
+        phantom = generate_subject(phantom_task, index, seed, SPACING_MM, None, -1.0)
+        write_case(data, phantom_task, phantom, "train")
+        records.append(case_record(phantom, "train"))
+    write_metadata(data, phantom_task, records)
+    spec["numTraining"] = int(spec["numTraining"]) + count
+    spec["lesionseg_phantom"]["extra_training_subjects"] = count
+    write_json_atomic(data / "dataset.json", spec)
+
+
+def _has_data(data: Path, training: int) -> bool:
+    """A complete demo data set with ``training`` training phantoms is in ``data``."""
+    try:
+        return int(json.loads((data / "dataset.json").read_text())["numTraining"]) == training
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def _pictures(
     data_dir: Path, pred_dir: Path, cases: list[str], channel: str, path: Path
 ) -> Path | None:
@@ -136,7 +184,8 @@ def run_demo(
     Args:
         out_dir: Demo folder.
         method: ``deepmedic`` (MS phantoms) or another key of :data:`METHODS`.
-        subjects: Phantoms to synthesise (20 % are held out).
+        subjects: Phantoms to synthesise (the last 20 % are held out); the method's
+            :data:`EXTRA_TRAINING` phantoms come on top, for training only.
         seed: Seed of the phantoms and of training.
         device: Training and prediction device.
         overwrite: Redo every step.
@@ -158,9 +207,12 @@ def run_demo(
     preds, evaluation, pictures = out / "predictions", out / "evaluation", out / "pictures"
     result = DemoResult(out)
 
+    extra = EXTRA_TRAINING.get(method, 0)
+    n_test = min(int(round(subjects * 0.2)), subjects - 1) if subjects >= 1 else 0
     tic = time.perf_counter()
-    if overwrite or not (data / "dataset.json").is_file():
-        _say(f"[1/4] synthesising {subjects} '{task}' phantoms at 2 mm into {data}")
+    if overwrite or not _has_data(data, subjects - n_test + extra):
+        more = f" (+{extra} for training)" if extra else ""
+        _say(f"[1/4] synthesising {subjects}{more} '{task}' phantoms at 2 mm into {data}")
         args = [
             "synth",
             task,
@@ -171,11 +223,15 @@ def run_demo(
             "--seed",
             str(seed),
             "--spacing",
-            "2",
+            str(SPACING_MM),
+            "--test-fraction",
+            "0.2",
             "--overwrite",
         ]
         if cli(args) != 0:
             raise LesionsegError("phantom synthesis failed (see the message above)")
+        if extra:
+            _add_training_phantoms(data, task, subjects, extra, seed)
     else:
         _say(f"[1/4] reusing the phantoms in {data}")
     result.seconds["synthesis"] = time.perf_counter() - tic

@@ -89,8 +89,12 @@ STAGE_PARTS = ("sampler", "loss", "optimizer", "schedule")
 #: the weights at its end.
 SELECT_CHOICES = ("best", "last")
 STAGE_KEYS = (
-    "name", "network", "model", *STAGE_PARTS, *TRAIN_DEFAULTS, "select", "continue_optimizer",
+    "name", "kind", "network", "model", *STAGE_PARTS, *TRAIN_DEFAULTS, "select",
+    "continue_optimizer",
 )  # fmt: skip
+#: A predict stage runs networks trained so far (a graph over them) on the training subjects
+#: and stores their probabilities in the cache, for the samplers of later stages.
+PREDICT_STAGE_KEYS = ("name", "kind", "predict", "subjects")
 #: ``optimizer: continue`` in a stage keeps the network's optimiser, schedule and scaler.
 CONTINUE = "continue"
 
@@ -382,10 +386,14 @@ def resolve(raw: dict[str, Any], source: Path | None = None) -> Recipe:
         where = f"stages[{i}]"
         if not isinstance(stage_raw, dict):
             raise _err(where, f"must be a mapping, got {stage_raw!r}")
+        if stage_raw.get("kind") == "predict" or "predict" in stage_raw:
+            stages.append(_predict_stage(stage_raw, i, stages))
+            continue
         bad = [k for k in stage_raw if k not in STAGE_KEYS]
         if bad:
             raise _err(f"{where}.{bad[0]}", f"unknown key (known: {', '.join(STAGE_KEYS)})")
         stage: dict[str, Any] = {"name": str(stage_raw.get("name", f"stage{i + 1}"))}
+        stage["kind"] = "train"
         stage["network"] = str(stage_raw.get("network", "main"))
         if "model" in stage_raw:
             stage["model"] = _model_section(stage_raw["model"], f"{where}.model")
@@ -416,6 +424,8 @@ def resolve(raw: dict[str, Any], source: Path | None = None) -> Recipe:
             stage[part] = _merge(data[part], override or {})
         _validate_stage(stage, where, registries)
         stages.append(stage)
+    if not any(is_train(s) for s in stages):
+        raise _err("stages", "a recipe needs at least one train stage")
     names = [s["name"] for s in stages]
     if len(set(names)) != len(names):
         raise _err("stages", f"stage names must be unique, got {names}")
@@ -436,7 +446,7 @@ def resolve(raw: dict[str, Any], source: Path | None = None) -> Recipe:
     if not isinstance(data["seed"], int):
         raise _err("seed", f"must be an integer, got {data['seed']!r}")
     for i, stage in enumerate(stages):
-        if stage["model"] not in [s["model"] for s in stages[:i]]:
+        if is_train(stage) and stage["model"] not in [s.get("model") for s in stages[:i]]:
             _check_model_builds(stage["model"], registries["model"], f"stages[{i}].model")
     data = {k: data[k] for k in SECTIONS if k in data}
     return Recipe(data, source, copy.deepcopy(raw))
@@ -450,7 +460,7 @@ def _continued(stage_raw: dict, network: str, earlier: list[dict], where: str) -
     """
     if stage_raw.get("optimizer") != CONTINUE and not stage_raw.get("continue_optimizer"):
         return stage_raw
-    previous = [s for s in earlier if s["network"] == network]
+    previous = [s for s in earlier if s.get("network") == network]
     if not previous:
         raise _err(
             f"{where}.optimizer",
@@ -470,8 +480,38 @@ def _prediction_graph(raw: Any, stages: list[dict]) -> Any:
     from lesionseg.inference.graph import check_graph
 
     if raw is None:
-        return stages[-1]["network"]
-    return check_graph(raw, {s["network"] for s in stages})
+        return final_network(stages)
+    return check_graph(raw, {s["network"] for s in stages if is_train(s)})
+
+
+def is_train(stage: dict) -> bool:
+    """True for a train stage, False for a predict stage."""
+    return stage.get("kind", "train") == "train"
+
+
+def final_network(stages: list[dict]) -> str:
+    """The network of the last train stage: the one at the model folder's root."""
+    return [s for s in stages if is_train(s)][-1]["network"]
+
+
+def _predict_stage(raw: dict, index: int, earlier: list[dict]) -> dict:
+    """A predict stage, validated: its graph may use only networks trained before it."""
+    from lesionseg.inference.graph import check_graph
+
+    where = f"stages[{index}]"
+    bad = [k for k in raw if k not in PREDICT_STAGE_KEYS]
+    if bad:
+        known = ", ".join(PREDICT_STAGE_KEYS)
+        raise _err(f"{where}.{bad[0]}", f"unknown key of a predict stage (known: {known})")
+    trained = {s["network"] for s in earlier if is_train(s)}
+    if not trained:
+        raise _err(where, "a predict stage needs a network trained by an earlier stage")
+    graph = check_graph(raw.get("predict"), trained, f"{where}.predict")
+    subjects = raw.get("subjects", "train")
+    if subjects not in ("train", "all"):
+        raise _err(f"{where}.subjects", f"must be 'train' or 'all', got {subjects!r}")
+    name = str(raw.get("name", f"stage{index + 1}"))
+    return {"name": name, "kind": "predict", "predict": graph, "subjects": subjects}
 
 
 def _check_model_builds(spec: dict, models, where: str) -> None:

@@ -45,7 +45,13 @@ from lesionseg.errors import LesionsegError
 from lesionseg.training import distributed as dist_utils
 from lesionseg.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from lesionseg.training.history import TensorBoardLog, plot_progress, write_csv
-from lesionseg.training.recipe import Recipe, load_recipe, recipe_from_dict
+from lesionseg.training.recipe import (
+    Recipe,
+    final_network,
+    is_train,
+    load_recipe,
+    recipe_from_dict,
+)
 from lesionseg.training.regularization import penalised_weights, weight_penalty
 from lesionseg.training.selection import StageSelection
 from lesionseg.training.slots import NetworkSlot, build_slot
@@ -148,7 +154,7 @@ def build_network(model_spec: dict, in_channels: int, num_classes: int, seed: in
 def model_config(recipe: Recipe, channel_names, labels, network: str, extra=None) -> dict:
     """The ``config.json`` content saved with a trained network."""
     resolved = recipe.resolved()
-    stage = next((s for s in resolved["stages"] if s["network"] == network), None)
+    stage = next((s for s in resolved["stages"] if s.get("network") == network), None)
     if stage is not None:
         resolved["model"] = stage["model"]
     # Flat {name, **options}: the form every reader of config.json understands.
@@ -323,9 +329,8 @@ class Trainer:
     def _network(self, stage_index: int, stage: dict) -> nn.Module:
         name = stage["network"]
         if name not in self.networks:
-            index = list(dict.fromkeys(s["network"] for s in self.recipe.data["stages"])).index(
-                name
-            )
+            order = [s["network"] for s in self.recipe.data["stages"] if is_train(s)]
+            index = list(dict.fromkeys(order)).index(name)
             self.networks[name] = build_network(
                 stage["model"],
                 len(self.channel_names),
@@ -396,13 +401,19 @@ class Trainer:
                 tensorboard = TensorBoardLog(
                     self.out / "tensorboard", purge_step=len(self.history) + 1
                 )
+            for stage in stages[:start_stage]:  # stored outputs of finished predict stages
+                if not is_train(stage):
+                    self._register_outputs(stage)
             for si in range(start_stage, len(stages)):
                 resumed = state if si == start_stage else None
-                self._run_stage(si, stages, start_epoch if resumed else 0, resumed, tensorboard)
-            self._finish(stages[-1]["network"], started, tensorboard)
+                if is_train(stages[si]):
+                    self._run_stage(si, stages, start_epoch if resumed else 0, resumed, tensorboard)
+                else:
+                    self._run_predict_stage(si, stages[si])
+            self._finish(final_network(stages), started, tensorboard)
         finally:
             dist_utils.cleanup(self.info)
-        best = self.best.get(stages[-1]["network"])
+        best = self.best.get(final_network(stages))
         return TrainResult(
             self.out,
             None if best is None else best["dice"],
@@ -420,7 +431,7 @@ class Trainer:
         self.history = list(state["history"])
         self.best = dict(state["best"])
         for name, weights in state["networks"].items():
-            index = next(i for i, s in enumerate(stages) if s["network"] == name)
+            index = next(i for i, s in enumerate(stages) if s.get("network") == name)
             self._network(index, stages[index]).load_state_dict(weights)
         self._saved_slots = dict(state.get("slots") or {})
         return int(state["stage"]), int(state["epoch"])
@@ -471,7 +482,7 @@ class Trainer:
 
         info, stage = self.info, stages[si]
         name = stage["network"]
-        folder = self._network_folder(name, stages[-1]["network"])
+        folder = self._network_folder(name, final_network(stages))
         network = self._network(si, stage).to(info.device)
         model = network
         if info.distributed:
@@ -546,7 +557,7 @@ class Trainer:
                 self._save_network(name, folder, {"epoch": len(self.history)})
             self._save_network(name, folder / "last")
         dist_utils.barrier(self.info)
-        trained_later = any(s["network"] == name for s in stages[si + 1 :])
+        trained_later = any(s.get("network") == name for s in stages[si + 1 :])
         if selected and not trained_later:
             weights = load_file(str(folder / "model.safetensors"), device="cpu")
             self.networks[name].load_state_dict(weights)
@@ -580,7 +591,7 @@ class Trainer:
         every = self.recipe.data["validation"]["every"]
         if not self.val_subjects or (epoch % every != 0 and epoch != stage["epochs"]):
             return None
-        trained = {s["network"] for s in self.recipe.data["stages"][: si + 1]}
+        trained = {s.get("network") for s in self.recipe.data["stages"][: si + 1]}
         graph = self.recipe.data["predict"]["graph"]
         if not set(graph_networks(graph)) <= trained:
             graph = stage["network"]
@@ -598,6 +609,50 @@ class Trainer:
             )
         return round(dist_utils.broadcast_object(self.info, dice), 6)
 
+    # -- predict stages ---------------------------------------------------------------------
+    def _output_subjects(self, stage: dict) -> list:
+        subjects = list(self.train_subjects)
+        if stage["subjects"] == "all":
+            subjects += list(self.val_subjects)
+        return subjects
+
+    def _output_path(self, subject, stage: dict) -> Path:
+        """``<case>/outputs/<run>-<stage>.npy`` in the cache: keyed by run and stage."""
+        run = hashlib.sha256(str(self.out.resolve()).encode()).hexdigest()[:10]
+        return Path(subject.folder) / "outputs" / f"{run}-{stage['name']}.npy"
+
+    def _register_outputs(self, stage: dict) -> None:
+        """Hand a predict stage's stored maps to the subjects (samplers read them by name)."""
+        for subject in self._output_subjects(stage):
+            path = self._output_path(subject, stage)
+            if not path.is_file():
+                raise LesionsegError(
+                    f"stored output of stage {stage['name']!r} is missing; the cache changed "
+                    "since; train again with --overwrite",
+                    path,
+                )
+            subject.outputs[stage["name"]] = path
+
+    def _run_predict_stage(self, si: int, stage: dict) -> None:
+        """Run the stage's graph (selected weights) on the subjects and store the maps."""
+        from lesionseg.data.atomic import atomic_path
+        from lesionseg.inference.graph import graph_networks
+        from lesionseg.training.validation import graph_probabilities
+
+        self._log(f"{stage['name']}: predicting {len(self._output_subjects(stage))} subject(s)")
+        if self.info.is_main:
+            graph = stage["predict"]
+            networks = {n: self.networks[n] for n in graph_networks(graph)}
+            for subject in self._output_subjects(stage):
+                probs = graph_probabilities(graph, networks, subject, device=self.info.device)
+                path = self._output_path(subject, stage)
+                with atomic_path(path, needed=probs.nbytes) as tmp:
+                    with open(tmp, "wb") as stream:  # np.save would append .npy to the name
+                        np.save(stream, probs.astype(np.float32))
+            self._checkpoint(si, 0, True, None)
+        dist_utils.barrier(self.info)
+        self._register_outputs(stage)
+
     def _checkpoint(self, si: int, epoch: int, done: bool, selection: StageSelection) -> None:
         """Save everything needed to continue after this epoch exactly."""
         save_checkpoint(
@@ -610,7 +665,7 @@ class Trainer:
                     for k, v in self.networks.items()
                 },
                 "slots": {k: slot.state_dict() for k, slot in self.slots.items()},
-                "selection": None if done else selection.state_dict(),
+                "selection": None if done or selection is None else selection.state_dict(),
                 "history": self.history,
                 "best": self.best,
                 "seed": self.seed,

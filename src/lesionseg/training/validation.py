@@ -74,8 +74,34 @@ def validate_graph(
     method outputs. Arguments as :func:`validate`; ``graph`` is a node of
     :mod:`lesionseg.inference.graph` over the names of ``networks``.
     """
+    from lesionseg.inference.predictor import labels_from_probabilities
+
+    per_case: dict[str, float] = {}
+    for subject in subjects:
+        probs = graph_probabilities(
+            graph, networks, subject, device=device, amp=amp, tile_size=tile_size, axis=axis
+        )
+        # A sigmoid model has two maps (1 − p, p) here: the argmax is then p > 0.5.
+        pred = labels_from_probabilities(probs)
+        scores = dice_per_class(pred, np.asarray(subject.label), classes)
+        per_case[subject.id] = float(np.mean(scores))
+    mean = float(np.mean(list(per_case.values()))) if per_case else float("nan")
+    return mean, per_case
+
+
+def graph_probabilities(
+    graph,
+    networks: Mapping[str, nn.Module],
+    subject,
+    *,
+    device: torch.device | str = "cpu",
+    amp: bool = False,
+    tile_size: Sequence[int] | None = None,
+    axis: int = 2,
+) -> np.ndarray:
+    """``(K, *spatial)`` probabilities of a graph on one preprocessed subject (eval mode)."""
     from lesionseg.inference.graph import NetworkInput, evaluate
-    from lesionseg.inference.predictor import labels_from_probabilities, predict_volume
+    from lesionseg.inference.predictor import predict_volume
 
     def predict(model, image, mask):
         return predict_volume(
@@ -89,19 +115,12 @@ def validate_graph(
         )
 
     modes = {name: net.training for name, net in networks.items()}
-    per_case: dict[str, float] = {}
     try:
         for net in networks.values():
             net.eval()
-        for subject in subjects:
-            image, mask = np.asarray(subject.image), np.asarray(subject.mask)
-            inputs = {n: NetworkInput(m, image, mask, predict) for n, m in networks.items()}
-            # A sigmoid model has two maps (1 − p, p) here: the argmax is then p > 0.5.
-            pred = labels_from_probabilities(evaluate(graph, inputs))
-            scores = dice_per_class(pred, np.asarray(subject.label), classes)
-            per_case[subject.id] = float(np.mean(scores))
+        image, mask = np.asarray(subject.image), np.asarray(subject.mask)
+        inputs = {n: NetworkInput(m, image, mask, predict) for n, m in networks.items()}
+        return evaluate(graph, inputs)
     finally:
         for name, net in networks.items():
             net.train(modes[name])
-    mean = float(np.mean(list(per_case.values()))) if per_case else float("nan")
-    return mean, per_case

@@ -126,7 +126,9 @@ def run(args: argparse.Namespace) -> int:
             f"{classes} class(es)"
         )
     lines = [header]
-    stages = recipe.stages()
+    from lesionseg.training.recipe import is_train
+
+    stages = [s for s in recipe.stages() if is_train(s)]  # predict stages build nothing
     networks = {}
     for stage in stages:
         networks.setdefault(stage["network"], stage)
