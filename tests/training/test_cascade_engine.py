@@ -125,3 +125,38 @@ def test_stage_two_negatives_come_from_the_selected_first_network(cascade):
             assert p1 > 0.5 and subject.label[centre] == 0
         else:
             assert subject.label[centre] > 0
+
+
+def test_interrupted_predict_stage_resumes_to_the_same_weights(toy_dataset, tmp_path, monkeypatch):
+    """Killed half-way through the predict stage (one map written): --resume redoes it."""
+    from safetensors.torch import load_file
+
+    import lesionseg.training.trainer as trainer_module
+    from lesionseg.training import resume, train
+
+    data = dict(RECIPE, train={**RECIPE["train"], "batches_per_epoch": 2})
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(data))
+    kwargs = dict(device="cpu", progress=False, cache=tmp_path / "cache")
+    train(recipe, toy_dataset, tmp_path / "full", **kwargs)
+
+    real = np.save
+    calls = []
+
+    def killed_after_one(stream, array, *args, **kw):
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt  # the kill: one map written, the next not
+        return real(stream, array, *args, **kw)
+
+    monkeypatch.setattr(trainer_module.np, "save", killed_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        train(recipe, toy_dataset, tmp_path / "killed", **kwargs)
+    monkeypatch.setattr(trainer_module.np, "save", real)
+    state = trainer_module.load_checkpoint(tmp_path / "killed" / "checkpoint.pt")
+    assert (state["stage"], state["epoch"]) == (1, 0)  # stage 1 is the predict stage
+    resume(tmp_path / "killed", progress=False)
+    for name in ("model.safetensors", "networks/first/model.safetensors"):
+        a = load_file(str(tmp_path / "full" / name))
+        b = load_file(str(tmp_path / "killed" / name))
+        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a), name
