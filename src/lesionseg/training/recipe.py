@@ -377,58 +377,7 @@ def resolve(raw: dict[str, Any], source: Path | None = None) -> Recipe:
         raise _err(f"train.{bad[0]}", f"unknown key (known: {', '.join(TRAIN_DEFAULTS)})")
     data["train"] = train
 
-    stages_raw = raw.get("stages") or [{"name": "main"}]
-    if not isinstance(stages_raw, list):
-        raise _err("stages", "must be a list of stages")
-    stages = []
-    networks: dict[str, dict] = {}
-    for i, stage_raw in enumerate(stages_raw):
-        where = f"stages[{i}]"
-        if not isinstance(stage_raw, dict):
-            raise _err(where, f"must be a mapping, got {stage_raw!r}")
-        if stage_raw.get("kind") == "predict" or "predict" in stage_raw:
-            stages.append(_predict_stage(stage_raw, i, stages))
-            continue
-        bad = [k for k in stage_raw if k not in STAGE_KEYS]
-        if bad:
-            raise _err(f"{where}.{bad[0]}", f"unknown key (known: {', '.join(STAGE_KEYS)})")
-        stage: dict[str, Any] = {"name": str(stage_raw.get("name", f"stage{i + 1}"))}
-        stage["kind"] = "train"
-        stage["network"] = str(stage_raw.get("network", "main"))
-        if "model" in stage_raw:
-            stage["model"] = _model_section(stage_raw["model"], f"{where}.model")
-        elif stage["network"] in networks:
-            stage["model"] = copy.deepcopy(networks[stage["network"]])
-        else:
-            stage["model"] = copy.deepcopy(data["model"])
-        if stage["network"] in networks and stage["model"] != networks[stage["network"]]:
-            raise _err(
-                f"{where}.model",
-                f"network {stage['network']!r} was built differently "
-                "by an earlier stage; give the stage another network name",
-            )
-        networks[stage["network"]] = stage["model"]
-        for key in TRAIN_DEFAULTS:
-            stage[key] = copy.deepcopy(stage_raw.get(key, train[key]))
-        stage_raw = _continued(stage_raw, stage["network"], stages, where)
-        stage["continue_optimizer"] = bool(stage_raw.get("continue_optimizer", False))
-        stage["select"] = stage_raw.get("select", "best")
-        if stage["select"] not in SELECT_CHOICES:
-            raise _err(
-                f"{where}.select", f"must be one of {SELECT_CHOICES}, got {stage['select']!r}"
-            )
-        for part in STAGE_PARTS:
-            override = stage_raw.get(part)
-            if override is not None and not isinstance(override, dict):
-                raise _err(f"{where}.{part}", f"must be a mapping, got {override!r}")
-            stage[part] = _merge(data[part], override or {})
-        _validate_stage(stage, where, registries)
-        stages.append(stage)
-    if not any(is_train(s) for s in stages):
-        raise _err("stages", "a recipe needs at least one train stage")
-    names = [s["name"] for s in stages]
-    if len(set(names)) != len(names):
-        raise _err("stages", f"stage names must be unique, got {names}")
+    stages = _resolve_stages(raw.get("stages") or [{"name": "main"}], data, registries)
     data["stages"] = stages
 
     val = data["validation"]
@@ -450,6 +399,69 @@ def resolve(raw: dict[str, Any], source: Path | None = None) -> Recipe:
             _check_model_builds(stage["model"], registries["model"], f"stages[{i}].model")
     data = {k: data[k] for k in SECTIONS if k in data}
     return Recipe(data, source, copy.deepcopy(raw))
+
+
+def _resolve_stages(stages_raw: Any, data: dict, registries: dict) -> list[dict]:
+    """Every stage with its complete settings: train stages and predict stages."""
+    if not isinstance(stages_raw, list):
+        raise _err("stages", "must be a list of stages")
+    stages: list[dict] = []
+    networks: dict[str, dict] = {}
+    for i, stage_raw in enumerate(stages_raw):
+        where = f"stages[{i}]"
+        if not isinstance(stage_raw, dict):
+            raise _err(where, f"must be a mapping, got {stage_raw!r}")
+        if stage_raw.get("kind") == "predict" or "predict" in stage_raw:
+            stages.append(_predict_stage(stage_raw, i, stages))
+            continue
+        stage = _train_stage(stage_raw, i, data, networks, stages)
+        _validate_stage(stage, where, registries)
+        stages.append(stage)
+    if not any(is_train(s) for s in stages):
+        raise _err("stages", "a recipe needs at least one train stage")
+    names = [s["name"] for s in stages]
+    if len(set(names)) != len(names):
+        raise _err("stages", f"stage names must be unique, got {names}")
+    return stages
+
+
+def _train_stage(
+    stage_raw: dict, i: int, data: dict, networks: dict[str, dict], stages: list[dict]
+) -> dict:
+    """A train stage: the recipe's sections merged with the stage's overrides."""
+    where = f"stages[{i}]"
+    bad = [k for k in stage_raw if k not in STAGE_KEYS]
+    if bad:
+        raise _err(f"{where}.{bad[0]}", f"unknown key (known: {', '.join(STAGE_KEYS)})")
+    stage: dict[str, Any] = {"name": str(stage_raw.get("name", f"stage{i + 1}"))}
+    stage["kind"] = "train"
+    stage["network"] = str(stage_raw.get("network", "main"))
+    if "model" in stage_raw:
+        stage["model"] = _model_section(stage_raw["model"], f"{where}.model")
+    elif stage["network"] in networks:
+        stage["model"] = copy.deepcopy(networks[stage["network"]])
+    else:
+        stage["model"] = copy.deepcopy(data["model"])
+    if stage["network"] in networks and stage["model"] != networks[stage["network"]]:
+        raise _err(
+            f"{where}.model",
+            f"network {stage['network']!r} was built differently "
+            "by an earlier stage; give the stage another network name",
+        )
+    networks[stage["network"]] = stage["model"]
+    for key in TRAIN_DEFAULTS:
+        stage[key] = copy.deepcopy(stage_raw.get(key, data["train"][key]))
+    stage_raw = _continued(stage_raw, stage["network"], stages, where)
+    stage["continue_optimizer"] = bool(stage_raw.get("continue_optimizer", False))
+    stage["select"] = stage_raw.get("select", "best")
+    if stage["select"] not in SELECT_CHOICES:
+        raise _err(f"{where}.select", f"must be one of {SELECT_CHOICES}, got {stage['select']!r}")
+    for part in STAGE_PARTS:
+        override = stage_raw.get(part)
+        if override is not None and not isinstance(override, dict):
+            raise _err(f"{where}.{part}", f"must be a mapping, got {override!r}")
+        stage[part] = _merge(data[part], override or {})
+    return stage
 
 
 def _continued(stage_raw: dict, network: str, earlier: list[dict], where: str) -> dict:
