@@ -55,6 +55,15 @@ class Registry(Generic[T]):
         finally:
             self._factories.pop(name, None)
 
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[Registry[T]]:
+        """Undo every registration made inside the ``with`` block when it ends (tests, docs)."""
+        saved = dict(self._factories)
+        try:
+            yield self
+        finally:
+            self._factories = saved
+
     def get(self, name: str) -> Callable[..., T]:
         """The factory registered as ``name``.
 
