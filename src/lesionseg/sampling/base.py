@@ -75,6 +75,10 @@ class Sampler(ABC):
             SegNet's curriculum raises it from 0 to 0.5 to 0.75 across stages).
         context: What earlier stages produced (e.g. ``{"networks": {...}}`` for samplers
             that mine hard negatives with a previous network); unused by simple samplers.
+        order: ``"draw"`` (each example drawn at random, ``batches_per_epoch`` batches) or
+            ``"enumerate"`` (every item once per epoch in an order shuffled by the seed:
+            every slice of every subject for the slices sampler); only samplers that
+            implement :meth:`items` enumerate.
     """
 
     def __init__(
@@ -85,6 +89,7 @@ class Sampler(ABC):
         augment: Sequence[dict[str, Any]] | None = None,
         augment_probability: float = 1.0,
         context: dict[str, Any] | None = None,
+        order: str = "draw",
     ):
         if not subjects:
             raise ValueError("a sampler needs at least one subject")
@@ -95,6 +100,11 @@ class Sampler(ABC):
         self.augmentation: Compose = build_augmentations(augment, geometry.spatial_dims)
         self.augment_probability = float(augment_probability)
         self.context = context or {}
+        if order not in ("draw", "enumerate"):
+            raise ValueError(f"order must be 'draw' or 'enumerate', got {order!r}")
+        if order == "enumerate" and type(self).items is Sampler.items:
+            raise ValueError(f"{type(self).__name__} cannot enumerate its examples")
+        self.order = order
 
     @abstractmethod
     def draw(self, rng: np.random.Generator) -> Example:
@@ -104,14 +114,29 @@ class Sampler(ABC):
     def example_shapes(self) -> dict[str, tuple[int, ...]]:
         """Shapes of one example's arrays (``image``, ``target``)."""
 
-    def example(self, rng: np.random.Generator) -> Example:
-        """One augmented example."""
-        example = self.draw(rng)
+    def items(self) -> int | None:
+        """How many items one enumerated epoch holds (None: this sampler only draws)."""
+        return None
+
+    def example_at(self, index: int, rng: np.random.Generator) -> Example:
+        """Item ``index`` of the enumeration, before augmentation (``rng`` for its window)."""
+        raise NotImplementedError(f"{type(self).__name__} does not enumerate")
+
+    def _augmented(self, example: Example, rng: np.random.Generator) -> Example:
         if len(self.augmentation) and rng.random() < self.augment_probability:
             example = self.augmentation(example, rng)
         return example
 
-    def batch(self, size: int, rng: np.random.Generator) -> Example:
-        """``size`` examples stacked along a new first axis."""
-        examples = [self.example(rng) for _ in range(size)]
+    def example(self, rng: np.random.Generator) -> Example:
+        """One augmented example."""
+        return self._augmented(self.draw(rng), rng)
+
+    def batch(
+        self, size: int, rng: np.random.Generator, indices: Sequence[int] | None = None
+    ) -> Example:
+        """``size`` examples (or the enumerated items ``indices``) stacked on a first axis."""
+        if indices is None:
+            examples = [self.example(rng) for _ in range(size)]
+        else:
+            examples = [self._augmented(self.example_at(int(i), rng), rng) for i in indices]
         return {key: np.stack([e[key] for e in examples]) for key in examples[0]}

@@ -35,18 +35,47 @@ def to_tensors(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     return {key: torch.from_numpy(np.ascontiguousarray(value)) for key, value in batch.items()}
 
 
-class _Batches(Dataset):
-    """Map-style data set whose items are whole batches keyed by (stage, epoch, batch)."""
+#: Stands for the rank in the seed of an epoch's enumeration order, which every rank shares.
+_ORDER = 2**31 - 1
 
-    def __init__(self, sampler: Sampler, batch_size: int, seed: int, rank: int):
+
+def epoch_order(seed: int, stage: int, epoch: int, items: int) -> np.ndarray:
+    """The shuffled order of an enumerated epoch (the same on every rank)."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, stage, epoch, _ORDER]))
+    return rng.permutation(items)
+
+
+class _Batches(Dataset):
+    """Map-style data set whose items are whole batches keyed by (stage, epoch, batch).
+
+    A drawing sampler draws each batch from the batch's own seed; an enumerating one takes
+    the batch's slice of the epoch's shuffled order (this rank's share of it).
+    """
+
+    def __init__(self, sampler: Sampler, batch_size: int, seed: int, rank: int, world: int):
         self.sampler = sampler
         self.batch_size = batch_size
         self.seed = seed
         self.rank = rank
+        self.world = world
+        self._order: tuple[tuple[int, int], np.ndarray] | None = None
+
+    def _indices(self, stage: int, epoch: int, batch: int) -> np.ndarray:
+        if self._order is None or self._order[0] != (stage, epoch):
+            order = epoch_order(self.seed, stage, epoch, self.sampler.items())
+            # every rank takes as many items (DDP steps in lockstep): at most world − 1 items
+            # of an epoch are left out, other ones each epoch
+            share = len(order) // self.world
+            self._order = ((stage, epoch), order[self.rank :: self.world][:share])
+        mine = self._order[1]
+        return mine[batch * self.batch_size : (batch + 1) * self.batch_size]
 
     def __getitem__(self, key: Key) -> dict[str, torch.Tensor]:
         stage, epoch, batch = key
         rng = np.random.default_rng(batch_seed(self.seed, stage, epoch, self.rank, batch))
+        if self.sampler.order == "enumerate":
+            indices = self._indices(stage, epoch, batch)
+            return to_tensors(self.sampler.batch(len(indices), rng, indices))
         return to_tensors(self.sampler.batch(self.batch_size, rng))
 
 
@@ -78,9 +107,11 @@ class BatchLoader:
     Args:
         sampler: The sampler.
         batch_size: Examples per batch (per rank).
-        batches_per_epoch: Batches in one epoch.
+        batches_per_epoch: Batches in one epoch (an enumerating sampler sets its own: every
+            item once, the last batch possibly smaller).
         seed: Run seed.
         rank: Rank of this process in a distributed run (0 otherwise).
+        world: Number of ranks (an enumerated epoch is shared out between them).
         workers: Background processes (0 draws in the calling process).
         prefetch: Batches each worker prepares ahead.
         pin_memory: Pin batches for faster host→GPU copies.
@@ -94,11 +125,15 @@ class BatchLoader:
         batches_per_epoch: int,
         seed: int,
         rank: int = 0,
+        world: int = 1,
         workers: int = 0,
         prefetch: int = 2,
         pin_memory: bool = False,
     ):
-        self.dataset = _Batches(sampler, batch_size, seed, rank)
+        self.dataset = _Batches(sampler, batch_size, seed, rank, world)
+        if sampler.order == "enumerate":
+            share = sampler.items() // world
+            batches_per_epoch = max(1, -(-share // batch_size))
         self.keys = _EpochKeys(batches_per_epoch)
         self.batches_per_epoch = batches_per_epoch
         self.workers = int(workers)

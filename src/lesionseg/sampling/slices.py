@@ -239,6 +239,16 @@ class SliceSampler(Sampler):
         target = label_slice(subject.label, i, self.axis, start, self.size, self.pad_label)
         return {"image": image, "target": target}
 
+    def items(self) -> int:
+        """Every drawable slice of every subject (lesion slices first)."""
+        return len(self._lesion) + len(self._other)
+
+    def example_at(self, index: int, rng: np.random.Generator) -> Example:
+        """Slice ``index`` of the enumeration; its window (if cut) drawn with ``rng``."""
+        lesion = index < len(self._lesion)
+        s, i = self._lesion[index] if lesion else self._other[index - len(self._lesion)]
+        return self.cut(int(s), int(i), self._window(int(s), int(i), lesion, rng))
+
     def draw(self, rng: np.random.Generator) -> Example:
         """One slice (stack) drawn as described in the module docstring."""
         s, i, lesion = self.draw_slice(rng)

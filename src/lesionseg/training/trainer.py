@@ -365,7 +365,7 @@ class Trainer:
         tic = time.perf_counter()
         total, count = 0.0, 0
         bar = tqdm(
-            total=stage["batches_per_epoch"],
+            total=loader.batches_per_epoch,
             unit="batch",
             leave=False,
             desc=f"{stage['name']} {epoch + 1}/{stage['epochs']}",
@@ -471,6 +471,7 @@ class Trainer:
             batches_per_epoch=stage["batches_per_epoch"],
             seed=self.seed,
             rank=self.info.rank,
+            world=self.info.world_size,
             workers=stage["workers"],
             pin_memory=self.info.device.type == "cuda",
         )
