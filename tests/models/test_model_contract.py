@@ -16,6 +16,8 @@ import torch
 from lesionseg.inference.predictor import predict_volume
 from lesionseg.losses import LOSSES, build_loss
 from lesionseg.models import MODELS, ModelGeometry
+from lesionseg.models.builder import ModelSpec, build_model
+from lesionseg.models.protocol import SegmentationModel
 from lesionseg.sampling import SAMPLERS, ArraySubject
 from lesionseg.training.recipe import import_parts
 
@@ -33,8 +35,7 @@ SMALL = {
 
 
 def _build(name: str):
-    torch.manual_seed(0)
-    return MODELS.build(name, in_channels=2, num_classes=2, **SMALL.get(name, {})).eval()
+    return build_model(ModelSpec(name, SMALL.get(name, {})), 2, 2, seed=0).eval()
 
 
 def _input_size(geometry: ModelGeometry) -> tuple[int, ...]:
@@ -47,6 +48,7 @@ def _input_size(geometry: ModelGeometry) -> tuple[int, ...]:
 @pytest.mark.parametrize("name", MODELS.names())
 def test_model_output_follows_its_geometry_and_learns(name):
     model = _build(name).train()
+    assert isinstance(model, SegmentationModel)
     geometry = model.geometry
     size = _input_size(geometry)
     x = torch.randn(2, geometry.input_channels_total, *size)
@@ -140,3 +142,19 @@ def test_loss_is_a_finite_scalar_lower_for_better_logits(name):
         assert logits.grad is not None and torch.isfinite(logits.grad).all()
         values.append(float(value.detach()))
     assert values[0] < values[1]
+
+
+def test_one_spec_shape_whatever_the_form():
+    flat = ModelSpec.parse({"name": "deepmedic", "widths": [4, 4]})
+    nested = ModelSpec.parse({"name": "deepmedic", "options": {"widths": [4, 4]}})
+    assert flat == nested == ModelSpec("deepmedic", {"widths": [4, 4]})
+    assert ModelSpec.parse(flat.flat()) == flat  # config.json's form reads back the same
+    from lesionseg.errors import LesionsegError
+
+    with pytest.raises(LesionsegError, match="not both"):
+        ModelSpec.parse({"name": "deepmedic", "options": {}, "widths": [4]})
+    with pytest.raises(LesionsegError, match="in_channels is 3"):
+        build_model(ModelSpec("deepmedic", {"in_channels": 3}), 2, 2)
+    # the same seed, the same initial weights
+    a, b = (build_model(ModelSpec("deepmedic", SMALL["deepmedic"]), 2, 2, seed=7) for _ in "ab")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))

@@ -26,7 +26,7 @@ from torch import nn
 from lesionseg import __version__
 from lesionseg.data.atomic import atomic_path, write_json_atomic
 from lesionseg.errors import LesionsegError
-from lesionseg.models import MODELS
+from lesionseg.models.builder import ModelSpec, build_model
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -39,16 +39,8 @@ def model_spec(config: dict) -> tuple[str, dict[str, Any]]:
     Raises:
         LesionsegError: No ``recipe.model.name``.
     """
-    spec = (config.get("recipe") or {}).get("model")
-    if isinstance(spec, str):
-        return spec, {}
-    if not isinstance(spec, dict) or "name" not in spec:
-        raise LesionsegError("config has no recipe.model.name")
-    options = {k: v for k, v in spec.items() if k != "name"}
-    # Recipes may nest the options ({name: ..., options: {...}}) or list them flat.
-    if isinstance(options.get("options"), dict) and len(options) == 1:
-        options = dict(options["options"])
-    return str(spec["name"]), options
+    spec = ModelSpec.parse((config.get("recipe") or {}).get("model"), "config recipe.model")
+    return spec.name, dict(spec.options)
 
 
 def num_classes_of(config: dict) -> int:
@@ -69,11 +61,8 @@ def build_from_config(config: dict) -> nn.Module:
     name, options = model_spec(config)
     options.pop("num_classes", None)
     options.pop("in_channels", None)
-    return MODELS.build(
-        name,
-        in_channels=len(config["channel_names"]),
-        num_classes=num_classes_of(config),
-        **options,
+    return build_model(
+        ModelSpec(name, options), len(config["channel_names"]), num_classes_of(config)
     )
 
 

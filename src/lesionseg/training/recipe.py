@@ -129,16 +129,10 @@ def _merge(base: dict, override: dict) -> dict:
 
 def _model_section(raw: Any, where: str) -> dict:
     """Normalise ``{name, ...options}`` or ``{name, options: {...}}`` to ``{name, options}``."""
-    if not isinstance(raw, dict) or "name" not in raw:
-        raise _err(where, "must be a mapping with a 'name' (e.g. {name: deepmedic})")
-    if "options" in raw:
-        extra = sorted(set(raw) - {"name", "options"})
-        if extra:
-            raise _err(where, f"give options either flat or under 'options', not both ({extra})")
-        options = dict(raw["options"] or {})
-    else:
-        options = {k: v for k, v in raw.items() if k != "name"}
-    return {"name": str(raw["name"]), "options": options}
+    from lesionseg.models.builder import ModelSpec
+
+    spec = ModelSpec.parse(raw, f"recipe {where}")  # its errors name the key as _err does
+    return {"name": spec.name, "options": spec.options}
 
 
 #: Entry-point group under which installed packages declare modules that register parts.
@@ -396,7 +390,7 @@ def resolve(raw: dict[str, Any], source: Path | None = None) -> Recipe:
         raise _err("seed", f"must be an integer, got {data['seed']!r}")
     for i, stage in enumerate(stages):
         if is_train(stage) and stage["model"] not in [s.get("model") for s in stages[:i]]:
-            _check_model_builds(stage["model"], registries["model"], f"stages[{i}].model")
+            _check_model_builds(stage["model"], f"stages[{i}].model")
     data = {k: data[k] for k in SECTIONS if k in data}
     return Recipe(data, source, copy.deepcopy(raw))
 
@@ -526,18 +520,14 @@ def _predict_stage(raw: dict, index: int, earlier: list[dict]) -> dict:
     return {"name": name, "kind": "predict", "predict": graph, "subjects": subjects}
 
 
-def _check_model_builds(spec: dict, models, where: str) -> None:
+def _check_model_builds(spec: dict, where: str) -> None:
     """Build the network once (1 channel, 2 classes) so bad options fail before any data work."""
-    import torch
+    from lesionseg.models.builder import ModelSpec, build_model
 
-    options = {"in_channels": 1, "num_classes": 2, **spec["options"]}
-    with torch.random.fork_rng(devices=[]):
-        try:
-            models.build(spec["name"], **options)
-        except LesionsegError as err:
-            raise _err(where, str(err)) from None
-        except (TypeError, ValueError) as err:
-            raise _err(where, f"{spec['name']}: {err}") from None
+    try:
+        build_model(ModelSpec(spec["name"], spec["options"]), 1, 2)
+    except LesionsegError as err:
+        raise _err(where, str(err)) from None
 
 
 def _check_postprocess(raw: Any) -> None:

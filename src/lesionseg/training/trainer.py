@@ -42,6 +42,7 @@ from lesionseg import __version__
 from lesionseg.data.atomic import write_json_atomic, write_text_atomic
 from lesionseg.data.ownership import owner_kind, prepare_output_folder, scanned_folders
 from lesionseg.errors import LesionsegError
+from lesionseg.models.builder import ModelSpec, build_model
 from lesionseg.training import distributed as dist_utils
 from lesionseg.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from lesionseg.training.history import TensorBoardLog, plot_progress, write_csv
@@ -124,31 +125,12 @@ def default_cache_dir(dataset, out_dir: Path, preprocess: dict) -> Path:
 
 
 def build_network(model_spec: dict, in_channels: int, num_classes: int, seed: int) -> nn.Module:
-    """Build a network from ``{name, options}`` with a seeded initialisation.
+    """Build a stage's network from its ``{name, options}`` with a seeded initialisation.
 
     Raises:
         LesionsegError: Unknown model, bad option, or channel count that does not fit the data.
     """
-    from lesionseg.models import MODELS
-
-    options = dict(model_spec["options"])
-    if options.get("in_channels", in_channels) != in_channels:
-        raise LesionsegError(
-            f"recipe model.in_channels is {options['in_channels']} but the "
-            f"data set has {in_channels} channel(s)"
-        )
-    options["in_channels"] = in_channels
-    options.setdefault("num_classes", num_classes)
-    devices = []  # fork_rng needs no CUDA devices here: init happens on the CPU
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        try:
-            model = MODELS.build(model_spec["name"], **options)
-        except (TypeError, ValueError) as err:
-            raise LesionsegError(f"model {model_spec['name']!r}: {err}") from None
-    if not hasattr(model, "geometry"):
-        raise LesionsegError(f"model {model_spec['name']!r} has no geometry attribute")
-    return model
+    return build_model(ModelSpec.parse(model_spec), in_channels, num_classes, seed)
 
 
 def model_config(recipe: Recipe, channel_names, labels, network: str, extra=None) -> dict:
