@@ -81,7 +81,7 @@ def test_activation_estimate_and_tile_choice():
     small = activation_bytes(model, (1, 4, 57, 57, 57))
     # Largest layer output: 30 maps of 23³ (the normal pathway's first layer on its 25³ input).
     assert small == 4 * (4 * 57**3 + 3 * 30 * 23**3)
-    preferred = model.geometry.extra["inference_tile"]
+    preferred = model.geometry.inference_tile
     big = choose_tile_size(model, (150, 150, 150), budget_bytes=1 << 40)
     assert big == (preferred,) * 3  # the model's preferred tile, not more
     tight = choose_tile_size(model, (150, 150, 150), budget_bytes=small * 2)

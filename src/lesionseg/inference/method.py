@@ -83,7 +83,7 @@ class LoadedMethod:
             config = self.network_configs[name]
             recipe_tile = ((config.get("recipe") or {}).get("predict") or {}).get("tile")
             bound = dict(kwargs, tile_size=tile_size or recipe_tile)
-            bound["axis"] = int(config.get("slice_axis", 2))
+            bound["axis"] = network.geometry.slice_axis  # the axis it was trained on
 
             def run(model, img, where, bound=bound):
                 return predict_volume(model, img, mask=where, **bound)

@@ -15,8 +15,8 @@ Everything here follows from a model's :class:`~lesionseg.models.geometry.ModelG
   weight (as nnU-Net and MONAI do).
 
 Tile size is ``--tile`` when given; otherwise the largest that fits in a share of
-the free memory, capped by the model's preferred tile (``geometry.extra
-["inference_tile"]``, measured by ``benchmarks/bench_deepmedic.py`` for DeepMedic).
+the free memory, capped by the model's preferred tile (``geometry.inference_tile``,
+measured by ``benchmarks/bench_deepmedic.py`` for DeepMedic).
 """
 
 from __future__ import annotations
@@ -281,7 +281,7 @@ def choose_tile_size(
     """Output tile size for ``model`` on a volume of ``shape``, from the free memory.
 
     Valid-convolution models: the largest cubic tile up to the model's preferred
-    ``geometry.extra["inference_tile"]`` (else the volume) whose estimated activations
+    ``geometry.inference_tile`` (else the volume) whose estimated activations
     fit in :data:`MEMORY_SHARE` of the free memory. Same-padded models: None (whole
     volume) if it fits, else the largest fitting cube.
 
@@ -311,7 +311,7 @@ def choose_tile_size(
 
     if valid:
         padded = [round_up(s, m) for s, m in zip(shape, geometry.size_multiple)]
-        cap = geometry.extra.get("inference_tile") or max(padded)
+        cap = geometry.inference_tile or max(padded)
         start = round_up(min(int(cap), max(padded)), multiple)
     else:
         whole = tuple(round_up(s, m) for s, m in zip(shape, geometry.size_multiple))

@@ -8,6 +8,7 @@ is made from a spec: the trainer (seeded), the model loader and recipe validatio
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,12 +59,17 @@ class ModelSpec:
 
 
 def build_model(
-    spec: ModelSpec, in_channels: int, num_classes: int, seed: int | None = None
+    spec: ModelSpec,
+    in_channels: int,
+    num_classes: int,
+    seed: int | None = None,
+    slice_axis: int = 2,
 ) -> nn.Module:
     """Build a network from its spec (seeded initialisation when ``seed`` is given).
 
     ``num_classes`` in the options wins over the argument (a one-map sigmoid model);
-    ``in_channels`` in the options must agree with the data.
+    ``in_channels`` in the options must agree with the data. ``slice_axis`` goes into the
+    geometry of a 2D model: the axis its training slices run along, and so its predictions.
 
     Raises:
         LesionsegError: Unknown model, bad option, channel count that does not fit, or a
@@ -88,4 +94,6 @@ def build_model(
             raise LesionsegError(f"model {spec.name!r}: {err}") from None
     if not isinstance(model, SegmentationModel):
         raise LesionsegError(f"model {spec.name!r} has no geometry attribute")
+    if model.geometry.spatial_dims == 2:
+        model.geometry = dataclasses.replace(model.geometry, slice_axis=int(slice_axis))
     return model

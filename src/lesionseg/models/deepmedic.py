@@ -268,13 +268,10 @@ class DeepMedic(nn.Module):
             context=(2 * self.margin + 1,) * 3,
             size_multiple=(self.period,) * 3,
             output_activation="softmax",
-            extra={
-                "receptive_field": self.receptive_fields()["normal"],
-                "pathway_receptive_fields": self.receptive_fields(),
-                "margin": self.margin,
-                # Output tile side for CPU inference (benchmarks/bench_deepmedic.py).
-                "inference_tile": INFERENCE_TILE,
-            },
+            input_scales=(1, *self.factors),
+            receptive_fields=tuple(self.receptive_fields().items()),
+            # Output tile side for CPU inference (benchmarks/bench_deepmedic.py).
+            inference_tile=INFERENCE_TILE,
         )
 
     def receptive_fields(self) -> dict[str, int]:

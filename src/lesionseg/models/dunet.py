@@ -198,7 +198,6 @@ class DUNet(UNetPass, nn.Module):
             size_multiple=(2 ** (levels - 1),) * 2,
             slice_context=slice_context,
             output_activation=output_activation or default_activation(num_classes),
-            extra={"fusion_levels": fusion_levels, "se": se},
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

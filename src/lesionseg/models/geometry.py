@@ -17,7 +17,7 @@ the neighbouring slices that become input channels (D-UNet: 2 before, 1 after).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,12 @@ class ModelGeometry:
         slice_context: For 2D models on slice stacks, (slices before, slices after)
             the target slice stacked as channels.
         output_activation: ``"softmax"`` or ``"sigmoid"``.
+        slice_axis: For 2D models, the spatial axis their slices run along (2: axial);
+            set from the training sampler's axis, so prediction slices the same way.
+        input_scales: Down-sampling factor of each input pathway (DeepMedic: ``(1, 3)``).
+        receptive_fields: Receptive field (voxels per axis, full resolution) per pathway,
+            as ``(name, voxels)`` pairs.
+        inference_tile: Preferred output tile side for CPU inference, or None.
     """
 
     spatial_dims: int
@@ -46,7 +52,10 @@ class ModelGeometry:
     patch_size: tuple[int, ...] | None = None
     slice_context: tuple[int, int] = (0, 0)
     output_activation: str = "softmax"
-    extra: dict = field(default_factory=dict, compare=False)
+    slice_axis: int = 2
+    input_scales: tuple[int, ...] = (1,)
+    receptive_fields: tuple[tuple[str, int], ...] = ()
+    inference_tile: int | None = None
 
     def __post_init__(self):
         if not self.context:

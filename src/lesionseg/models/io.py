@@ -62,7 +62,10 @@ def build_from_config(config: dict) -> nn.Module:
     options.pop("num_classes", None)
     options.pop("in_channels", None)
     return build_model(
-        ModelSpec(name, options), len(config["channel_names"]), num_classes_of(config)
+        ModelSpec(name, options),
+        len(config["channel_names"]),
+        num_classes_of(config),
+        slice_axis=int(config.get("slice_axis", 2)),
     )
 
 

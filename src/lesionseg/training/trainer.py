@@ -124,13 +124,15 @@ def default_cache_dir(dataset, out_dir: Path, preprocess: dict) -> Path:
     return out_dir.resolve().parent / "lesionseg-cache" / f"{name}-{digest}"
 
 
-def build_network(model_spec: dict, in_channels: int, num_classes: int, seed: int) -> nn.Module:
+def build_network(
+    model_spec: dict, in_channels: int, num_classes: int, seed: int, slice_axis: int = 2
+) -> nn.Module:
     """Build a stage's network from its ``{name, options}`` with a seeded initialisation.
 
     Raises:
         LesionsegError: Unknown model, bad option, or channel count that does not fit the data.
     """
-    return build_model(ModelSpec.parse(model_spec), in_channels, num_classes, seed)
+    return build_model(ModelSpec.parse(model_spec), in_channels, num_classes, seed, slice_axis)
 
 
 def model_config(recipe: Recipe, channel_names, labels, network: str, extra=None) -> dict:
@@ -318,6 +320,7 @@ class Trainer:
                 len(self.channel_names),
                 self.num_classes,
                 _derived_seed(self.seed, 1_000_003, index),
+                slice_axis=int(stage["sampler"].get("axis", 2)),
             )
         return self.networks[name]
 
@@ -588,7 +591,6 @@ class Trainer:
                 device=self.info.device,
                 amp=use_amp,
                 tile_size=self.recipe.data["validation"].get("tile"),
-                axis=int(stage["sampler"].get("axis", 2)),
             )
         return round(dist_utils.broadcast_object(self.info, dice), 6)
 

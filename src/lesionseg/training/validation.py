@@ -32,7 +32,6 @@ def validate(
     device: torch.device | str = "cpu",
     amp: bool = False,
     tile_size: Sequence[int] | None = None,
-    axis: int = 2,
 ) -> tuple[float, dict[str, float]]:
     """Segment each subject whole with one network and return (mean Dice, Dice per case).
 
@@ -43,7 +42,8 @@ def validate(
         device: Device to predict on.
         amp: Mixed precision (CUDA only).
         tile_size: Predictor tile (output) size; None lets the predictor choose.
-        axis: Slice axis for 2D models (the axis their training slices were drawn along).
+
+    A 2D network predicts along ``geometry.slice_axis``, the axis it was trained on.
     """
     return validate_graph(
         "net",
@@ -53,7 +53,6 @@ def validate(
         device=device,
         amp=amp,
         tile_size=tile_size,
-        axis=axis,
     )
 
 
@@ -66,7 +65,6 @@ def validate_graph(
     device: torch.device | str = "cpu",
     amp: bool = False,
     tile_size: Sequence[int] | None = None,
-    axis: int = 2,
 ) -> tuple[float, dict[str, float]]:
     """Segment each subject with a method's prediction graph: (mean Dice, Dice per case).
 
@@ -79,7 +77,7 @@ def validate_graph(
     per_case: dict[str, float] = {}
     for subject in subjects:
         probs = graph_probabilities(
-            graph, networks, subject, device=device, amp=amp, tile_size=tile_size, axis=axis
+            graph, networks, subject, device=device, amp=amp, tile_size=tile_size
         )
         # A sigmoid model has two maps (1 − p, p) here: the argmax is then p > 0.5.
         pred = labels_from_probabilities(probs)
@@ -97,7 +95,6 @@ def graph_probabilities(
     device: torch.device | str = "cpu",
     amp: bool = False,
     tile_size: Sequence[int] | None = None,
-    axis: int = 2,
 ) -> np.ndarray:
     """``(K, *spatial)`` probabilities of a graph on one preprocessed subject (eval mode)."""
     from lesionseg.inference.graph import NetworkInput, evaluate
@@ -111,7 +108,7 @@ def graph_probabilities(
             tile_size=None if tile_size is None else tuple(tile_size),
             device=str(device),
             amp=amp,
-            axis=axis,
+            axis=model.geometry.slice_axis,
         )
 
     modes = {name: net.training for name, net in networks.items()}

@@ -151,10 +151,11 @@ def run(args: argparse.Namespace) -> int:
             f"  parameters: {_count(net, False):,} (PyTorch), "
             f"{_count(net, True):,} (Keras, with batch-norm running statistics)"
         )
-        extra = geometry.extra or {}
-        if "receptive_field" in extra:
-            lines.append(f"  receptive field: {extra['receptive_field']} voxels per axis")
-        for path, field in (extra.get("pathway_receptive_fields") or {}).items():
+        fields = dict(geometry.receptive_fields)
+        if fields:
+            first = next(iter(fields.values()))
+            lines.append(f"  receptive field: {first} voxels per axis")
+        for path, field in fields.items():
             lines.append(f"    {path}: {field}")
         if geometry.is_valid_convolution:
             lines.append(
