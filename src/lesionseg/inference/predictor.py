@@ -3,13 +3,20 @@
 :func:`predict_volume` turns a ``(C, X, Y, Z)`` image into ``(K, X, Y, Z)`` class
 probabilities. Which path it takes depends only on ``model.geometry``:
 
-* 3D valid-convolution models: reflect-padded by the margins, abutting tiles
+* 3D valid-convolution models: reflect-padded by the margins (edge-padded when an
+  axis has one voxel), abutting tiles
   (:func:`~lesionseg.inference.tiling.plan_valid`); tiled = whole-volume output;
 * 3D same-padded models: whole volume, or Gaussian-blended overlapping tiles;
 * patch classifiers: one patch per brain voxel, in batches;
 * 2D models: slice by slice along ``axis`` with ``slice_context`` neighbours stacked
   as channels (zeros outside the volume; channel-major order, see
   :func:`stack_slices`), several slices per pass.
+
+The volume is never padded whole: each 3D tile or patch is cut from the unpadded
+volume and padded on its own (:class:`~lesionseg.inference.padding.PaddedVolume`,
+the same values as padding the whole volume), each 2D slice stack is padded on its
+own, and the probabilities are gathered at the volume's shape. Memory thus follows
+the tile and the batch, not the padded volume.
 
 Probabilities come from the model's output activation (softmax; a one-map sigmoid
 model gives background = 1 − p). Outside the brain mask every foreground
@@ -28,6 +35,7 @@ from torch import nn
 
 from lesionseg.errors import LesionsegError
 from lesionseg.inference.allocator import keep_freed_memory
+from lesionseg.inference.padding import PaddedVolume
 from lesionseg.inference.tiling import (
     SamePlan,
     ValidPlan,
@@ -98,14 +106,9 @@ def _empty_probabilities(k: int, shape: Sequence[int]) -> np.ndarray:
     return probs
 
 
-def _box(start: Sequence[int], size: Sequence[int]) -> tuple[slice, ...]:
-    """Index of the spatial box ``size`` at ``start`` of a channel-first array, all channels."""
-    return (slice(None), *(slice(s, s + t) for s, t in zip(start, size)))
-
-
 def _box_at_origin(size: Sequence[int]) -> tuple[slice, ...]:
-    """:func:`_box` at the origin: crops a padded result back to ``size``."""
-    return _box((0,) * len(size), size)
+    """Index of a channel-first array that crops a padded result back to ``size``."""
+    return (slice(None), *(slice(0, t) for t in size))
 
 
 def _valid_padding(plan: ValidPlan) -> list[tuple[int, int]]:
@@ -118,17 +121,34 @@ def _same_padding(plan: SamePlan, spatial: Sequence[int]) -> list[tuple[int, int
     return [(0, 0)] + [(0, p - s) for p, s in zip(plan.padded_shape, spatial)]
 
 
+def _in_volume(
+    start: Sequence[int], size: Sequence[int], shape: Sequence[int]
+) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """The part of the box ``size`` at ``start`` inside a volume of ``shape``.
+
+    Output tiles start inside the volume but may end past it (plans round the volume
+    up to the tile grid); the part past the end is dropped rather than stored in a
+    padded output array.
+
+    Returns:
+        Indices of that part in the channel-first volume and in the box's own array.
+    """
+    stops = [min(s + t, n) for s, t, n in zip(start, size, shape)]
+    into = (slice(None), *(slice(s, e) for s, e in zip(start, stops)))
+    within = (slice(None), *(slice(0, e - s) for s, e in zip(start, stops)))
+    return into, within
+
+
 def _tile_probabilities(
     run: _Runner,
-    padded: np.ndarray,
+    padded: PaddedVolume,
     starts: Sequence[Sequence[int]],
     tile: Sequence[int],
     batch_size: int,
 ) -> Iterator[tuple[Sequence[int], np.ndarray]]:
     """(start, probabilities) of every input tile ``tile`` of ``padded`` at ``starts``."""
     for group in _batches(starts, batch_size):
-        probs = run(np.stack([padded[_box(st, tile)] for st in group]))
-        yield from zip(group, probs)
+        yield from zip(group, run(np.stack([padded.box(st, tile) for st in group])))
 
 
 def _predict_valid(
@@ -141,16 +161,15 @@ def _predict_valid(
 ) -> np.ndarray:
     spatial = image.shape[1:]
     plan = plan_valid(spatial, geometry, tile_size)
-    padded = np.pad(image, _valid_padding(plan), mode="reflect" if min(spatial) > 1 else "edge")
-    out_mask = None
-    if mask is not None:
-        out_mask = np.zeros(plan.out_shape, dtype=bool)
-        out_mask[tuple(slice(0, s) for s in spatial)] = mask > 0
-    starts = tiles_with_brain(plan.starts, plan.tile_out, out_mask)
-    out = _empty_probabilities(num_outputs(geometry), plan.out_shape)
+    mode = "reflect" if min(spatial) > 1 else "edge"
+    padded = PaddedVolume(image, _valid_padding(plan), mode)
+    # The parts of tiles past the volume's end hold no brain (as if the mask were padded).
+    starts = tiles_with_brain(plan.starts, plan.tile_out, None if mask is None else mask > 0)
+    out = _empty_probabilities(num_outputs(geometry), spatial)
     for st, p in _tile_probabilities(run, padded, starts, plan.tile_in, batch_size):
-        out[_box(st, plan.tile_out)] = p
-    return out[_box_at_origin(spatial)]
+        into, within = _in_volume(st, plan.tile_out, spatial)
+        out[into] = p[within]
+    return out
 
 
 def _predict_same(
@@ -163,26 +182,25 @@ def _predict_same(
 ) -> np.ndarray:
     spatial = image.shape[1:]
     plan = plan_same(spatial, geometry, tile_size)
-    pad = _same_padding(plan, spatial)
-    padded = np.pad(image, pad, mode="constant")
-    padded_mask = None
-    if mask is not None:
-        padded_mask = np.pad(mask > 0, pad[1:], mode="constant")
-    starts = tiles_with_brain(plan.starts, plan.tile, padded_mask)
+    padded = PaddedVolume(image, _same_padding(plan, spatial), "constant")
+    # The parts of tiles past the volume's end hold no brain (as if the mask were padded).
+    starts = tiles_with_brain(plan.starts, plan.tile, None if mask is None else mask > 0)
     if len(plan.starts) == 1:
         weight = np.ones(plan.tile, dtype=np.float32)
     else:
         weight = gaussian_weight(plan.tile)
-    acc = np.zeros((num_outputs(geometry), *plan.padded_shape), dtype=np.float32)
-    norm = np.zeros(plan.padded_shape, dtype=np.float32)
+    # Blended at the volume's shape: what falls in the padding is never read.
+    acc = np.zeros((num_outputs(geometry), *spatial), dtype=np.float32)
+    norm = np.zeros(spatial, dtype=np.float32)
     for st, p in _tile_probabilities(run, padded, starts, plan.tile, batch_size):
-        box = _box(st, plan.tile)
-        acc[box] += p * weight
-        norm[box[1:]] += weight
+        into, within = _in_volume(st, plan.tile, spatial)
+        w = weight[within[1:]]
+        acc[into] += p[within] * w
+        norm[into[1:]] += w
     covered = norm > 0
     acc[:, covered] /= norm[covered]
     acc[0, ~covered] = 1.0
-    return acc[_box_at_origin(spatial)]
+    return acc
 
 
 def _predict_patches(
@@ -192,18 +210,15 @@ def _predict_patches(
     geometry: ModelGeometry,
 ) -> np.ndarray:
     spatial = image.shape[1:]
-    patch = geometry.patch_size
-    before, after = geometry.margin_before, geometry.margin_after
-    padded = np.pad(image, [(0, 0)] + list(zip(before, after)), mode="constant")
-    windows = np.lib.stride_tricks.sliding_window_view(padded, patch, axis=(1, 2, 3))
+    widths = [(0, 0), *zip(geometry.margin_before, geometry.margin_after)]
+    padded = PaddedVolume(image, widths, "constant")
     targets = np.argwhere(mask > 0) if mask is not None else np.argwhere(np.ones(spatial, bool))
     k = num_outputs(geometry)
     out = _empty_probabilities(k, spatial)
     for group in _batches(targets, PATCH_BATCH):
-        idx = tuple(group.T)
-        batch = np.moveaxis(windows[(slice(None), *idx)], 0, 1)  # (n, C, *patch)
-        probs = run(batch).reshape(len(group), k, -1)[:, :, 0]
-        out[(slice(None), *idx)] = probs.T
+        # The patch of voxel v starts at v in padded coordinates (padding = the margins).
+        probs = run(padded.boxes(group, geometry.patch_size)).reshape(len(group), k, -1)[:, :, 0]
+        out[(slice(None), *group.T)] = probs.T
     return out
 
 
@@ -344,7 +359,8 @@ def predict_volume(
                     probs = _predict_same(run, img, msk, geometry, tile_size, batch_size)
                 if flip:
                     probs = np.flip(probs, [a + 1 for a in flip])
-                total = probs.copy() if total is None else total + probs
+                # probs is (a view of) a fresh array of the volume's shape: no copy needed.
+                total = probs if total is None else total + probs
     finally:
         if channels_last and net is model:
             model.to(memory_format=torch.contiguous_format)
