@@ -102,9 +102,10 @@ def deepmedic():
     return model
 
 
-@pytest.mark.parametrize("shape,mode", [((20, 23, 1), "edge"), ((13, 11, 7), "reflect")])
-def test_tiled_deepmedic_equals_the_model_on_the_whole_padded_volume(deepmedic, shape, mode):
-    """End to end: what the predictor gave when it padded the whole volume first."""
+@pytest.mark.parametrize("shape", [(20, 23, 1), (13, 11, 7)])
+def test_tiled_deepmedic_equals_the_model_on_the_whole_padded_volume(deepmedic, shape):
+    """End to end: the model on the whole volume zero-padded (as the samplers pad)."""
+    mode = "constant"
     image = np.random.default_rng(3).normal(size=(2, *shape)).astype(np.float32)
     plan = plan_valid(shape, deepmedic.geometry, None)
     with torch.no_grad():

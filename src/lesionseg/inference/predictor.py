@@ -3,9 +3,12 @@
 :func:`predict_volume` turns a ``(C, X, Y, Z)`` image into ``(K, X, Y, Z)`` class
 probabilities. Which path it takes depends only on ``model.geometry``:
 
-* 3D valid-convolution models: reflect-padded by the margins (edge-padded when an
-  axis has one voxel), abutting tiles
-  (:func:`~lesionseg.inference.tiling.plan_valid`); tiled = whole-volume output;
+* 3D valid-convolution models: zero-padded by the margins, abutting tiles
+  (:func:`~lesionseg.inference.tiling.plan_valid`); tiled = whole-volume output. Zeros
+  beyond the image are what the samplers feed in training (``pad_value`` 0, the brain
+  mean after z-scoring), so a voxel sees the same input in training, validation and
+  prediction (SPECS §1 reflects at inference; reflecting mirrored the brain into the
+  low-resolution pathway's context, which training never showed);
 * 3D same-padded models: whole volume, or Gaussian-blended overlapping tiles;
 * patch classifiers: one patch per brain voxel, in batches;
 * 2D models: slice by slice along ``axis`` with ``slice_context`` neighbours stacked
@@ -161,8 +164,9 @@ def _predict_valid(
 ) -> np.ndarray:
     spatial = image.shape[1:]
     plan = plan_valid(spatial, geometry, tile_size)
-    mode = "reflect" if min(spatial) > 1 else "edge"
-    padded = PaddedVolume(image, _valid_padding(plan), mode)
+    # Zeros beyond the image, as the samplers feed them in training (pad_value 0: the brain
+    # mean after z-scoring): a voxel's network input is the same in training and prediction.
+    padded = PaddedVolume(image, _valid_padding(plan), "constant")
     # The parts of tiles past the volume's end hold no brain (as if the mask were padded).
     starts = tiles_with_brain(plan.starts, plan.tile_out, None if mask is None else mask > 0)
     out = _empty_probabilities(num_outputs(geometry), spatial)
@@ -252,7 +256,7 @@ def _predict_slices(
     out = _empty_probabilities(k, volume.shape[1:])
     wanted = [i for i in range(volume.shape[1]) if slice_mask is None or slice_mask[i].any()]
     if geometry.is_valid_convolution:
-        pad, mode = _valid_padding(plan_valid(plane, geometry, None)), "reflect"
+        pad, mode = _valid_padding(plan_valid(plane, geometry, None)), "constant"
     else:
         pad, mode = _same_padding(plan_same(plane, geometry, None), plane), "constant"
     crop = _box_at_origin(plane)
