@@ -84,6 +84,16 @@ def test_overwrite_refuses_a_folder_of_another_kind(tmp_path):
     assert (folder / "case").is_dir()
 
 
+def test_temporaries_in_subfolders_are_cleaned_when_asked(tmp_path):
+    folder = tmp_path / "model"
+    (folder / "last").mkdir(parents=True)
+    (folder / "last" / f"{TEMP_PREFIX}model.x.safetensors").write_bytes(b"half")
+    (folder / "last" / "model.safetensors").write_bytes(b"whole")
+    assert clean_temporaries(folder) == 0  # top level only by default
+    assert clean_temporaries(folder, recursive=True) == 1
+    assert [p.name for p in (folder / "last").iterdir()] == ["model.safetensors"]
+
+
 def test_temporaries_of_a_killed_run_are_cleaned(tmp_path):
     folder = tmp_path / "out"
     folder.mkdir()

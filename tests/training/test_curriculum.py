@@ -159,6 +159,10 @@ def test_sigkill_in_a_continued_stage_then_resume_is_exact(toy_dataset, tmp_path
             proc.kill()
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert state["stage"] == 1 and 1 <= state["epoch"] < 3
+    # what a kill during a write leaves behind; the resumed run removes it
+    stale = out / "last" / ".lesionseg-tmp-model.k1ll.safetensors"
+    stale.parent.mkdir(exist_ok=True)
+    stale.write_bytes(b"half-written")
     resumed = subprocess.run(
         [sys.executable, "-m", "lesionseg", "train", "--resume", str(out), "--quiet"],
         env=env,
@@ -166,6 +170,7 @@ def test_sigkill_in_a_continued_stage_then_resume_is_exact(toy_dataset, tmp_path
         text=True,
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert not stale.exists()
     for name in ("model.safetensors", "last/model.safetensors"):
         a, b = load_file(str(tmp_path / "full" / name)), load_file(str(out / name))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name

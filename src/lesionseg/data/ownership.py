@@ -126,8 +126,12 @@ def remove_owned(path: str | Path, root: str | Path) -> None:
         shutil.rmtree(target)
 
 
-def clean_temporaries(folder: str | Path) -> int:
+def clean_temporaries(folder: str | Path, recursive: bool = False) -> int:
     """Remove the temporary files and folders a killed run left in ``folder``.
+
+    Args:
+        folder: The output folder.
+        recursive: Also in its subfolders (a folder lesionseg wrote whole: a model, a cache).
 
     Returns:
         How many were removed.
@@ -135,9 +139,11 @@ def clean_temporaries(folder: str | Path) -> int:
     folder = Path(folder)
     if not folder.is_dir():
         return 0
-    stale = [p for p in folder.iterdir() if p.name.startswith(TEMP_PREFIX)]
+    found = folder.rglob(f"{TEMP_PREFIX}*") if recursive else folder.glob(f"{TEMP_PREFIX}*")
+    stale = sorted(found, key=lambda p: len(p.parts), reverse=True)  # deepest first
     for path in stale:
-        remove_owned(path, folder)
+        if path.exists() or path.is_symlink():
+            remove_owned(path, path.parent)
     return len(stale)
 
 
@@ -233,7 +239,7 @@ def prepare_output_folder(
         raise LesionsegError(f"{option} names an existing file; give a folder", folder)
     check_not_over_inputs(folder, protect, option, scanned)
     if folder.is_dir():
-        clean_temporaries(folder)
+        clean_temporaries(folder, recursive=not shared)
         entries = [p for p in folder.iterdir() if p.name != MARKER_NAME]
         found = owner_kind(folder)
         if entries and found != kind and shared:

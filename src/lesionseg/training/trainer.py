@@ -40,7 +40,12 @@ from tqdm import tqdm
 
 from lesionseg import __version__
 from lesionseg.data.atomic import write_json_atomic, write_text_atomic
-from lesionseg.data.ownership import owner_kind, prepare_output_folder, scanned_folders
+from lesionseg.data.ownership import (
+    clean_temporaries,
+    owner_kind,
+    prepare_output_folder,
+    scanned_folders,
+)
 from lesionseg.errors import LesionsegError
 from lesionseg.models.builder import ModelSpec, build_model
 from lesionseg.training import distributed as dist_utils
@@ -802,6 +807,7 @@ def resume(out_dir: str | Path, *, device: str | None = None, progress: bool = T
     out = Path(out_dir)
     if not out.is_dir():
         raise LesionsegError("model folder not found", out)
+    clean_temporaries(out, recursive=True)  # what the kill left half-written
     raw_settings = _read_run_file(out / "run.json", json.loads)
     try:
         settings = RunSettings(**raw_settings)
