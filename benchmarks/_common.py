@@ -81,3 +81,17 @@ def child_matmul(n: int = 2048) -> dict:
         a @ b
         best = min(best, time.perf_counter() - t)
     return {"flops": 2 * n**3 / best}
+
+
+def records(benchmark: str, rows: list[tuple], common: dict) -> list[dict]:
+    """``(name, metric, value, unit)`` rows as the JSON records every benchmark writes."""
+    return [
+        {
+            "benchmark": f"{benchmark}: {name}",
+            "metric": metric,
+            "value": float(value),
+            "unit": unit,
+            **common,
+        }
+        for name, metric, value, unit in rows
+    ]

@@ -27,7 +27,7 @@ import sys
 import numpy as np
 import torch
 
-from benchmarks._common import measure, peak_rss_bytes, run_child
+from benchmarks._common import measure, peak_rss_bytes, records, run_child
 
 FULL_SHAPE = (182, 218, 182)
 QUICK_SHAPE = (96, 96, 96)
@@ -221,16 +221,7 @@ def run(quick: bool = False) -> list[dict]:
         ("monai vs lesionseg", "foreground agreement", agree, "fraction of voxels"),
         ("monai vs lesionseg", "max |p difference|", max_diff, ""),
     ]
-    return [
-        {
-            "benchmark": f"deepmedic: {name}",
-            "metric": metric,
-            "value": float(value),
-            "unit": unit,
-            **common,
-        }
-        for name, metric, value, unit in rows
-    ]
+    return records("deepmedic", rows, common)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import sys
 import numpy as np
 import torch
 
-from benchmarks._common import measure, peak_rss_bytes, run_child
+from benchmarks._common import measure, peak_rss_bytes, records, run_child
 
 SHAPE = (5000, 5000, 1)
 QUICK_SHAPE = (1000, 1000, 1)
@@ -118,16 +118,7 @@ def run(quick: bool = False) -> list[dict]:
             "GiB",
         ),
     ]
-    return [
-        {
-            "benchmark": f"slab: {name}",
-            "metric": metric,
-            "value": float(value),
-            "unit": unit,
-            **common,
-        }
-        for name, metric, value, unit in rows
-    ]
+    return records("slab", rows, common)
 
 
 if __name__ == "__main__":

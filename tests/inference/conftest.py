@@ -86,3 +86,15 @@ def test_models_registered():
         MODELS.registered("test-patch", PatchModel),
     ):
         yield
+
+
+@pytest.fixture(scope="module")
+def deepmedic():
+    """A tiny DeepMedic (2 channels, 3 classes) with random batch-norm statistics."""
+    from lesionseg.models.deepmedic import DeepMedic
+    from tests.models.test_deepmedic import TINY, randomise_bn
+
+    torch.manual_seed(0)
+    model = DeepMedic(2, 3, **TINY).eval()
+    randomise_bn(model)
+    return model

@@ -9,17 +9,7 @@ import torch
 from lesionseg.errors import LesionsegError
 from lesionseg.inference import predict_ensemble, predict_volume, stack_slices
 from lesionseg.inference.tiling import plan_valid
-from lesionseg.models.deepmedic import DeepMedic
 from tests.inference.conftest import CentreThreshold, PatchModel, Pointwise, SliceModel
-from tests.models.test_deepmedic import TINY, randomise_bn
-
-
-@pytest.fixture(scope="module")
-def deepmedic():
-    torch.manual_seed(0)
-    model = DeepMedic(2, 3, **TINY).eval()
-    randomise_bn(model)
-    return model
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,6 @@ from lesionseg.inference import predict_volume
 from lesionseg.inference.padding import PaddedVolume, source_index
 from lesionseg.inference.tiling import plan_same, plan_valid
 from lesionseg.models import ModelGeometry
-from lesionseg.models.deepmedic import DeepMedic
-from tests.models.test_deepmedic import TINY, randomise_bn
 
 #: The tiny DeepMedic's geometry: margins 18, size multiple 3.
 DEEPMEDIC_LIKE = ModelGeometry(3, 2, 2, context=(37, 37, 37), size_multiple=(3, 3, 3))
@@ -92,14 +90,6 @@ def test_padded_volume_rejects_channel_padding_and_boxes_outside():
         padded.boxes([(2, 0, 0)], (5, 5, 5))
     with pytest.raises(ValueError, match="outside"):
         padded.box((0, -1, 0), (2, 2, 2))
-
-
-@pytest.fixture(scope="module")
-def deepmedic():
-    torch.manual_seed(0)
-    model = DeepMedic(2, 3, **TINY).eval()
-    randomise_bn(model)
-    return model
 
 
 @pytest.mark.parametrize("shape", [(20, 23, 1), (13, 11, 7)])
