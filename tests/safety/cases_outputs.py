@@ -194,57 +194,23 @@ def _mount(where: Path, options: str) -> None:
     subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], check=True)
 
 
-def _full_disk(command: str):
+def _on_small_disk(command: str, name: str, options: str):
+    """A command whose output goes to a tmpfs mounted with ``options`` (full, read-only)."""
+
     def setup(work: Path, mp):
         ds = msd(work / "ds")
-        disk = work / "disk"
-        _mount(disk, "size=12k")
+        disk = work / name
+        _mount(disk, options)
         argv = {
             "preprocess": ["preprocess", str(ds), "-o", str(disk / "cache")],
             "predict": ["predict", "-m", str(model_folder(work / "m")), "-i", str(ds)]
             + ["-o", str(disk / "out"), "--save-probabilities"],
-        }[command]
-        return argv, disk
-
-    return setup
-
-
-def _read_only_disk(command: str):
-    def setup(work: Path, mp):
-        ds = msd(work / "ds")
-        disk = work / "ro"
-        _mount(disk, "size=1m,ro")
-        argv = {
-            "preprocess": ["preprocess", str(ds), "-o", str(disk / "cache")],
-            "predict": ["predict", "-m", str(model_folder(work / "m")), "-i", str(ds)]
-            + ["-o", str(disk / "out")],
             "train": ["train", "deepmedic-tiny", "-d", str(ds), "-o", str(disk / "model")],
             "synth": ["synth", "ms", "-o", str(disk / "ph"), "--subjects", "1"],
         }[command]
         return argv, disk
 
     return setup
-
-
-def _train_bad_device(work: Path, mp):
-    ds = msd(work / "ds")
-    return [
-        "train",
-        "deepmedic-tiny",
-        "-d",
-        str(ds),
-        "-o",
-        str(work / "m"),
-        "--device",
-        "cuda:7",
-    ], None
-
-
-def _predict_both_modes(work: Path, mp):
-    ds = msd(work / "ds")
-    model = model_folder(work / "model")
-    argv = ["predict", "-m", str(model), "-i", str(ds), "-o", str(work / "out")]
-    return argv + ["--overwrite", "--skip-existing"], None
 
 
 CASES = [
@@ -333,11 +299,21 @@ CASES = [
         "out-resume-run-json", 5, _resume_with(run_json='{"dataset": 1, "nope": 2}'), ("run.json",)
     ),  # fmt: skip
     *[
-        Case(f"out-{cmd}-read-only-disk", 5, _read_only_disk(cmd), ("ro", "read-only"))
+        Case(
+            f"out-{cmd}-read-only-disk",
+            5,
+            _on_small_disk(cmd, "ro", "size=1m,ro"),
+            ("ro", "read-only"),
+        )
         for cmd in ("preprocess", "predict", "train", "synth")
     ],
     *[
-        Case(f"out-{cmd}-full-disk", 5, _full_disk(cmd), ("no space left", "needs about"))
+        Case(
+            f"out-{cmd}-full-disk",
+            5,
+            _on_small_disk(cmd, "disk", "size=12k"),
+            ("no space left", "needs about"),
+        )
         for cmd in ("preprocess", "predict")
     ],
 ]
