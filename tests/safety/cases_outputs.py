@@ -213,6 +213,27 @@ def _on_small_disk(command: str, name: str, options: str):
     return setup
 
 
+def _train_bad_device(work: Path, mp):
+    ds = msd(work / "ds")
+    return [
+        "train",
+        "deepmedic-tiny",
+        "-d",
+        str(ds),
+        "-o",
+        str(work / "m"),
+        "--device",
+        "cuda:7",
+    ], None
+
+
+def _predict_both_modes(work: Path, mp):
+    ds = msd(work / "ds")
+    model = model_folder(work / "model")
+    argv = ["predict", "-m", str(model), "-i", str(ds), "-o", str(work / "out")]
+    return argv + ["--overwrite", "--skip-existing"], None
+
+
 CASES = [
     Case("out-train-bad-device-writes-nothing", 7, _train_bad_device, ("--device cuda:7",)),
     Case("out-predict-overwrite-and-skip", 7, _predict_both_modes, ("--skip-existing",)),
