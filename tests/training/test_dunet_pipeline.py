@@ -98,16 +98,32 @@ def test_predictor_sees_the_stacks_the_sampler_trains_on(toy_dataset, tmp_path):
 
 
 def test_slice_recipes_validate_and_keep_paper_values():
-    names = {"dunet-paper", "unet2d-paper", "unet3d-paper", "dunet-tiny", "unet2d-tiny"}
+    names = {
+        "dunet-paper",
+        "unet2d-paper",
+        "unet3d-paper",
+        "dunet-tiny",
+        "unet2d-tiny",
+        "dunet-demo",
+    }
     assert names <= set(available_recipes())
     paper = load_recipe("dunet-paper").data
     assert paper["model"]["options"]["variant"] == "SEAdd-23"
     assert paper["preprocess"]["target_shape"] == [192, 192, None]
     stage = paper["stages"][0]
     assert stage["loss"] == {"name": "enhanced_mixing", "alpha": 0.48, "gamma": 1.1}
-    assert stage["optimizer"]["name"] == "sgd" and stage["optimizer"]["lr"] == 1e-4
+    assert stage["optimizer"]["name"] == "adam" and stage["optimizer"]["lr"] == 1e-6
     assert stage["batch_size"] == 36 and stage["epochs"] == 150
     assert stage["sampler"]["name"] == "slices"
+    # the last model is the result: validation runs only after the last epoch (the engine
+    # always validates then), so the best model kept at the folder root is the last one
+    assert paper["validation"]["every"] > stage["epochs"]
+    assert stage["early_stopping"] is None
+    for baseline in ("unet2d-paper", "unet3d-paper"):  # trained as the D-UNet (Table 2)
+        data = load_recipe(baseline).data
+        assert data["stages"][0]["optimizer"] == stage["optimizer"]
+        assert data["stages"][0]["epochs"] == 150
+        assert data["validation"] == paper["validation"]
     assert load_recipe("unet3d-paper").data["stages"][0]["batch_size"] == 6
     for name in names:
         assert load_recipe(name).data["sampler"]["axis"] == 2
@@ -168,3 +184,29 @@ def test_predict_slices_along_the_axis_the_model_was_trained_on(toy_dataset, tmp
     along_0 = pre.record.invert(predict_volume(model, pre.image, mask=pre.mask, axis=0))
     written = np.asarray(nib.load(str(out / f"{subject.id}_prob.nii.gz")).dataobj)
     np.testing.assert_allclose(written, along_0, atol=1e-5)
+
+
+def test_paper_validation_keeps_the_last_model(toy_dataset, tmp_path):
+    """dunet-paper's validation (only after the last epoch) leaves the last model at the root."""
+    every = load_recipe("dunet-paper").data["validation"]["every"]
+    model_dir = _train(
+        "dunet-tiny",
+        toy_dataset,
+        tmp_path,
+        *_set("validation.cases=1", f"validation.every={every}"),
+        "--epochs",
+        "3",
+    )
+    log = (model_dir / "log.csv").read_text().splitlines()
+    header = log[0].split(",")
+    val_dice = [row.split(",")[header.index("val_dice")] for row in log[1:]]
+    assert len(val_dice) == 3 and val_dice[:2] == ["", ""] and val_dice[2] != ""
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["epoch"] == 3
+    root, last = (
+        load_model(model_dir)[0].state_dict(),
+        load_model(model_dir / "last")[0].state_dict(),
+    )
+    assert root.keys() == last.keys()
+    for key in root:
+        torch.testing.assert_close(root[key], last[key], rtol=0, atol=0)
