@@ -205,3 +205,32 @@ def test_owner_kind_recognises_folders_made_before_markers(tmp_path):
     (cache / "cache.json").write_text('{"format": 1}')
     assert owner_kind(cache) == "cache"
     assert owner_kind(tmp_path) is None
+
+
+def test_temporaries_of_live_runs_are_left_alone(tmp_path):
+    import os
+    import socket
+
+    from lesionseg.data.ownership import temp_prefix
+
+    folder = tmp_path / "out"
+    folder.mkdir()
+    mine = folder / f"{temp_prefix()}case.nii.gz"  # this process: alive
+    mine.write_bytes(b"being written")
+    dead = folder / f"{TEMP_PREFIX}{socket.gethostname()}@{2**22 + 12345}-case.nii.gz"
+    dead.write_bytes(b"left by a kill")
+    elsewhere = folder / f"{TEMP_PREFIX}other-host@{os.getpid()}-case.nii.gz"
+    elsewhere.write_bytes(b"another machine's run")
+    assert clean_temporaries(folder) == 1
+    assert mine.exists() and elsewhere.exists() and not dead.exists()
+
+
+def test_a_foreign_folder_is_refused_before_anything_is_cleaned(tmp_path):
+    home = tmp_path / "home"
+    (home / "deep").mkdir(parents=True)
+    stray = home / "deep" / f"{TEMP_PREFIX}x.nii.gz"
+    stray.write_bytes(b"not ours to touch")
+    (home / "thesis.tex").write_text("mine")
+    with pytest.raises(LesionsegError, match="not written by lesionseg"):
+        prepare_output_folder(home, "model", overwrite=True, owned=("*",))
+    assert stray.exists()

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from lesionseg.data.ownership import TEMP_PREFIX
+from lesionseg.data.ownership import temp_prefix
 from lesionseg.errors import LesionsegError
 
 _DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
@@ -115,7 +115,7 @@ def atomic_path(
     suffix = "".join(target.suffixes[-2:]) if target.name.endswith(".nii.gz") else target.suffix
     with writing(target, needed):
         fd, tmp_name = tempfile.mkstemp(
-            prefix=f"{TEMP_PREFIX}{target.stem}.", suffix=suffix, dir=target.parent
+            prefix=f"{temp_prefix()}{target.stem}.", suffix=suffix, dir=target.parent
         )
         os.close(fd)
     tmp = Path(tmp_name)

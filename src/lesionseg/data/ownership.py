@@ -10,7 +10,8 @@ delete go through this module:
   replaced when lesionseg wrote it (marker of the same kind, or the files lesionseg
   writes there for folders made before markers existed); only the entries lesionseg
   writes there are removed, anything else stays.
-* :func:`remove_owned` is the only function that deletes: the path must lie strictly
+* :func:`remove_owned` is the only function that deletes (besides a write removing its
+  own temporary file when it fails): the path must lie strictly
   inside a folder lesionseg marked (so an id of ``..`` or ``.`` or a symbolic link
   can never reach outside it), or be one of lesionseg's own temporary files.
 * :func:`clean_temporaries` removes what a killed run left behind (``.lesionseg-tmp-*``).
@@ -20,7 +21,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import socket
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -29,6 +32,32 @@ from lesionseg.errors import LesionsegError
 MARKER_NAME = ".lesionseg.json"
 #: Prefix of every temporary file or folder lesionseg creates; nothing else starts with it.
 TEMP_PREFIX = ".lesionseg-tmp-"
+_OWNER = re.compile(r"^\.lesionseg-tmp-(?P<host>[^@]+)@(?P<pid>\d+)-")
+
+
+def temp_prefix() -> str:
+    """The prefix of this process's temporary files (with its host and process id).
+
+    A run cleaning up after a killed one thus never removes what a live run is writing.
+    """
+    return f"{TEMP_PREFIX}{socket.gethostname()}@{os.getpid()}-"
+
+
+def _is_stale(name: str) -> bool:
+    """A temporary file whose writer is gone (same host, dead process, or an older name)."""
+    match = _OWNER.match(name)
+    if match is None:
+        return True  # written before names carried their owner
+    if match["host"] != socket.gethostname():
+        return False  # another machine's run: it may be alive
+    try:
+        os.kill(int(match["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False  # the writer is alive
+
 
 #: How folders written before markers existed are recognised: a file lesionseg always writes
 #: there, and (for JSON files) a key it always puts in it.
@@ -140,7 +169,9 @@ def clean_temporaries(folder: str | Path, recursive: bool = False) -> int:
     if not folder.is_dir():
         return 0
     found = folder.rglob(f"{TEMP_PREFIX}*") if recursive else folder.glob(f"{TEMP_PREFIX}*")
-    stale = sorted(found, key=lambda p: len(p.parts), reverse=True)  # deepest first
+    stale = sorted(
+        (p for p in found if _is_stale(p.name)), key=lambda p: len(p.parts), reverse=True
+    )  # deepest first
     for path in stale:
         if path.exists() or path.is_symlink():
             remove_owned(path, path.parent)
@@ -239,10 +270,10 @@ def prepare_output_folder(
         raise LesionsegError(f"{option} names an existing file; give a folder", folder)
     check_not_over_inputs(folder, protect, option, scanned)
     if folder.is_dir():
-        clean_temporaries(folder, recursive=not shared)
         entries = [p for p in folder.iterdir() if p.name != MARKER_NAME]
         found = owner_kind(folder)
         if entries and found != kind and shared:
+            clean_temporaries(folder)  # only our own names, at the top of a shared folder
             return folder
         if entries and found != kind:
             what = f"a lesionseg {found} folder" if found else "not written by lesionseg"
@@ -251,6 +282,7 @@ def prepare_output_folder(
                 f"replaces) its own {kind} folders: choose another folder",
                 folder,
             )
+        clean_temporaries(folder, recursive=not shared)  # a folder of ours: what a kill left
         if entries and not reusable:
             if not overwrite:
                 raise LesionsegError(

@@ -30,10 +30,10 @@ from lesionseg import __version__
 from lesionseg.data.atomic import write_json_atomic, writing
 from lesionseg.data.dataset import Dataset, Subject
 from lesionseg.data.ownership import (
-    TEMP_PREFIX,
     prepare_output_folder,
     remove_owned,
     scanned_folders,
+    temp_prefix,
 )
 from lesionseg.errors import LesionsegError
 from lesionseg.preprocess.pipeline import PreprocessConfig, preprocess_subject
@@ -131,7 +131,7 @@ def _write_subject(folder: Path, subject: Subject, dataset: Dataset, config, fin
     root = folder.parent
     needed = pre.image.nbytes + 2 * pre.mask.nbytes
     with writing(folder, needed):
-        tmp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{subject.id}.", dir=root))
+        tmp = Path(tempfile.mkdtemp(prefix=f"{temp_prefix()}{subject.id}.", dir=root))
     try:
         with writing(folder, needed):
             np.save(tmp / "image.npy", pre.image)

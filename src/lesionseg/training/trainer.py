@@ -807,8 +807,9 @@ def resume(out_dir: str | Path, *, device: str | None = None, progress: bool = T
     out = Path(out_dir)
     if not out.is_dir():
         raise LesionsegError("model folder not found", out)
-    clean_temporaries(out, recursive=True)  # what the kill left half-written
     raw_settings = _read_run_file(out / "run.json", json.loads)
+    if int(os.environ.get("RANK", "0")) == 0 and owner_kind(out) == MODEL_KIND:
+        clean_temporaries(out, recursive=True)  # what the kill left half-written
     try:
         settings = RunSettings(**raw_settings)
     except TypeError as err:
