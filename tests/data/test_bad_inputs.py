@@ -68,7 +68,7 @@ BAD_IDS = [
     ("a\x00b", "control character"),
     ("a\nb", "control character"),
     (".hidden", "starts with '.'"),
-    ("x" * 201, "201 characters long (at most 200)"),
+    ("x" * 201, "201 bytes long (at most 200)"),
 ]
 
 

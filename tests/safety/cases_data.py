@@ -124,7 +124,7 @@ CASES = [
             ("absolute", "/tmp/evil", "path separator"),
             ("hidden", ".hidden", "starts with '.'"),
             ("control", "a\x07b", "control character"),
-            ("long", "x" * 201, "201 characters"),
+            ("long", "x" * 201, "201 bytes"),
             ("empty", "", "it is empty"),
         ]
     ],

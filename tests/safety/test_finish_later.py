@@ -56,3 +56,15 @@ def test_train_that_failed_before_its_first_epoch_does_not_block_the_rerun(tmp_p
     # a finished model is never replaced without --overwrite
     assert main(base + ["--device", "cpu", *fast]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_skip_existing_redoes_a_case_a_kill_left_half_written(tmp_path, capsys):
+    ds = msd(tmp_path / "ds", n_train=1, n_test=2)
+    model = model_folder(tmp_path / "model")
+    out = tmp_path / "out"
+    argv = ["predict", "-m", str(model), "-i", str(ds), "-o", str(out), "--save-probabilities"]
+    assert main(argv) == 0
+    (out / "case_002_prob.nii.gz").unlink()  # killed between the label map and the maps
+    assert main(argv + ["--skip-existing"]) == 0
+    assert (out / "case_002_prob.nii.gz").is_file()
+    assert "1 subject(s) done already" in capsys.readouterr().err

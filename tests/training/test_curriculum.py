@@ -174,3 +174,31 @@ def test_sigkill_in_a_continued_stage_then_resume_is_exact(toy_dataset, tmp_path
     for name in ("model.safetensors", "last/model.safetensors"):
         a, b = load_file(str(tmp_path / "full" / name)), load_file(str(out / name))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_a_continued_poly_schedule_decays_over_the_whole_curriculum(toy_dataset, tmp_path):
+    data = _recipe_data({"optimizer": "continue"}, validation={"cases": 0})
+    data["schedule"] = {"name": "poly", "power": 1.0}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(data))
+    result = train(path, toy_dataset, tmp_path / "m", device="cpu", progress=False)
+    lrs = [row["lr"] for row in result.history]
+    assert lrs == pytest.approx([1e-3 * (1 - e / 4) for e in range(4)])  # 4 epochs in all
+    assert lrs[-1] > 0
+
+
+@pytest.mark.parametrize("name", ["/tmp/x", "../up", ".hidden", "a/b", ""])
+def test_stage_and_network_names_cannot_reach_outside(tmp_path, name):
+    from lesionseg.errors import LesionsegError
+
+    for key in ("network", "name"):
+        data = _recipe_data({key: name})
+        path = tmp_path / "r.yaml"
+        path.write_text(yaml.safe_dump(data))
+        with pytest.raises(LesionsegError, match="not a usable name"):
+            load_recipe(path)
+
+
+def test_a_recipe_may_give_in_channels():
+    recipe = load_recipe("deepmedic-tiny").with_overrides({"model.in_channels": 2})
+    assert recipe.stages()[0]["model"]["options"]["in_channels"] == 2

@@ -49,8 +49,8 @@ def _subject_id_problem(sid: str) -> str | None:
     if sid.startswith("."):
         # names starting with '.' are hidden, and the tool's own temporary files use them
         return "it starts with '.' (kept for hidden and temporary files)"
-    if len(sid) > MAX_SUBJECT_ID_LENGTH:
-        return f"it is {len(sid)} characters long (at most {MAX_SUBJECT_ID_LENGTH})"
+    if len(sid.encode()) > MAX_SUBJECT_ID_LENGTH:  # file names are limited in bytes
+        return f"it is {len(sid.encode())} bytes long (at most {MAX_SUBJECT_ID_LENGTH})"
     return None
 
 

@@ -130,7 +130,7 @@ def prepare_predictions(
     overwrite: bool = False,
     skip_existing: bool = False,
     inputs: Sequence[str | Path] = (),
-) -> list[str]:
+) -> dict[str, bool]:
     """Check the output folder before any work; return the subjects still to predict.
 
     The folder may hold other files (lesionseg adds its own beside them); an existing
@@ -145,6 +145,10 @@ def prepare_predictions(
         skip_existing: Leave subjects whose outputs exist (finish an interrupted run).
         inputs: The ``-i`` inputs: the output may not replace them nor lie in a folder whose
             every file is read as a case (``imagesTr``, a folder of ``<case>_0000`` files).
+
+    Returns:
+        Subject id → whether its earlier outputs may be replaced (``overwrite``, or a case
+        that an interrupted run left half-written), for every subject still to predict.
 
     Raises:
         LesionsegError: Naming the first existing output or the folder in the way.
@@ -161,15 +165,16 @@ def prepare_predictions(
         protect=[i for i in inputs if i.is_dir() or i.suffix.lower() in (".csv", ".tsv", ".tab")],
         scanned=[f for i in inputs for f in scanned_folders(i)],
     )
-    todo = []
+    todo: dict[str, bool] = {}  # subject → whether its earlier outputs may be replaced
     for sid in subject_ids:
         seg, prob = output_paths(out, sid)
-        existing = [p for p in ((seg, prob) if save_probabilities else (seg,)) if p.exists()]
+        wanted = (seg, prob) if save_probabilities else (seg,)
+        existing = [p for p in wanted if p.exists()]
         if not existing:
-            todo.append(sid)
-        elif skip_existing and len(existing) == (2 if save_probabilities else 1):
+            todo[sid] = False
+        elif skip_existing and len(existing) == len(wanted):
             continue
-        elif not overwrite:
+        elif not (overwrite or skip_existing):
             raise LesionsegError(
                 "exists already; use --overwrite to replace it or --skip-existing to keep it",
                 existing[0],
@@ -179,8 +184,8 @@ def prepare_predictions(
                 "exists, and lesionseg did not make this folder: refusing to replace it",
                 existing[0],
             )
-        else:
-            todo.append(sid)
+        else:  # --overwrite, or a case a kill left half-written (--skip-existing redoes it)
+            todo[sid] = True
     return todo
 
 

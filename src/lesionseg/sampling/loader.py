@@ -133,6 +133,8 @@ class BatchLoader:
         self.dataset = _Batches(sampler, batch_size, seed, rank, world)
         if sampler.order == "enumerate":
             share = sampler.items() // world
+            if share == 0:
+                raise ValueError(f"{sampler.items()} item(s) cannot be shared out to {world} ranks")
             batches_per_epoch = max(1, -(-share // batch_size))
         self.keys = _EpochKeys(batches_per_epoch)
         self.batches_per_epoch = batches_per_epoch

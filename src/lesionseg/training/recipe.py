@@ -48,6 +48,7 @@ from __future__ import annotations
 import copy
 import importlib
 import inspect
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +109,22 @@ ENGINE_ARGS = {
     # the probabilities, and the context of lesionseg.postprocess.chain.CONTEXT
     "postprocess": ("probabilities", "image", "mask", "spacing", "labels"),
 }
+
+
+#: Stage and network names become folder and file names (networks/<name>, outputs/<stage>).
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+def _safe_name(value: Any, where: str) -> str:
+    """A stage or network name: letters, digits, ``_ . -``, not starting with a dot."""
+    name = str(value)
+    if not _SAFE_NAME.match(name) or ".." in name:
+        raise _err(
+            where,
+            f"{name!r} is not a usable name: letters, digits, '_', '.' and '-' only, starting "
+            "with a letter or digit (it names folders and files)",
+        )
+    return name
 
 
 def _err(where: str, message: str) -> LesionsegError:
@@ -427,9 +444,9 @@ def _train_stage(
     bad = [k for k in stage_raw if k not in STAGE_KEYS]
     if bad:
         raise _err(f"{where}.{bad[0]}", f"unknown key (known: {', '.join(STAGE_KEYS)})")
-    stage: dict[str, Any] = {"name": str(stage_raw.get("name", f"stage{i + 1}"))}
+    stage: dict[str, Any] = {"name": _safe_name(stage_raw.get("name", f"stage{i + 1}"), where)}
     stage["kind"] = "train"
-    stage["network"] = str(stage_raw.get("network", "main"))
+    stage["network"] = _safe_name(stage_raw.get("network", "main"), f"{where}.network")
     if "model" in stage_raw:
         stage["model"] = _model_section(stage_raw["model"], f"{where}.model")
     elif stage["network"] in networks:
@@ -516,7 +533,7 @@ def _predict_stage(raw: dict, index: int, earlier: list[dict]) -> dict:
     subjects = raw.get("subjects", "train")
     if subjects not in ("train", "all"):
         raise _err(f"{where}.subjects", f"must be 'train' or 'all', got {subjects!r}")
-    name = str(raw.get("name", f"stage{index + 1}"))
+    name = _safe_name(raw.get("name", f"stage{index + 1}"), where)
     return {"name": name, "kind": "predict", "predict": graph, "subjects": subjects}
 
 
@@ -525,7 +542,8 @@ def _check_model_builds(spec: dict, where: str) -> None:
     from lesionseg.models.builder import ModelSpec, build_model
 
     try:
-        build_model(ModelSpec(spec["name"], spec["options"]), 1, 2)
+        channels = int(spec["options"].get("in_channels", 1))
+        build_model(ModelSpec(spec["name"], spec["options"]), channels, 2)
     except LesionsegError as err:
         raise _err(where, str(err)) from None
 

@@ -57,10 +57,20 @@ class NetworkSlot:
         self.epochs_done = int(state["epochs_done"])
 
 
-def build_slot(stage: dict[str, Any], network: nn.Module, use_amp: bool) -> NetworkSlot:
-    """A fresh slot for ``network`` from a stage's ``optimizer`` and ``schedule`` sections."""
+def build_slot(
+    stage: dict[str, Any], network: nn.Module, use_amp: bool, epochs: int | None = None
+) -> NetworkSlot:
+    """A fresh slot for ``network`` from a stage's ``optimizer`` and ``schedule`` sections.
+
+    Args:
+        stage: The stage that starts the slot.
+        network: Its network.
+        use_amp: Mixed precision (a gradient scaler).
+        epochs: The schedule's length (default the stage's; with ``optimizer: continue`` the
+            epochs of every stage that continues it).
+    """
     optimizer = build_optimizer(stage["optimizer"], network.parameters())
     base_lr = optimizer.param_groups[0]["lr"]
-    schedule = build_schedule(stage["schedule"], base_lr, stage["epochs"])
+    schedule = build_schedule(stage["schedule"], base_lr, epochs or stage["epochs"])
     scaler = torch.amp.GradScaler("cuda") if use_amp else None
     return NetworkSlot(optimizer, schedule, scaler)

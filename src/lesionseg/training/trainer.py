@@ -432,11 +432,28 @@ class Trainer:
         saved = self._saved_slots.pop(name, None)
         if stage["continue_optimizer"] and name in self.slots:
             return self.slots[name]
-        slot = build_slot(stage, network, use_amp)
+        slot = build_slot(stage, network, use_amp, epochs=self._chain_epochs(stage))
         if saved is not None and (first_epoch > 0 or stage["continue_optimizer"]):
             slot.load_state_dict(saved)
         self.slots[name] = slot
         return slot
+
+    def _chain_epochs(self, stage: dict) -> int:
+        """The schedule's length: a stage's epochs and those of the stages continuing it.
+
+        A poly schedule thus decays over the whole curriculum instead of reaching 0 at the
+        end of the first stage.
+        """
+        stages = self.recipe.data["stages"]
+        index = next(i for i, s in enumerate(stages) if s["name"] == stage["name"])
+        total = stage["epochs"]
+        for later in stages[index + 1 :]:
+            if not is_train(later) or later["network"] != stage["network"]:
+                continue
+            if not later["continue_optimizer"]:
+                break
+            total += later["epochs"]
+        return total
 
     def _loader(self, si: int, stage: dict, network: nn.Module):
         from lesionseg.sampling import SAMPLERS
@@ -629,18 +646,20 @@ class Trainer:
         from lesionseg.inference.graph import graph_networks
         from lesionseg.training.validation import graph_probabilities
 
-        self._log(f"{stage['name']}: predicting {len(self._output_subjects(stage))} subject(s)")
-        if self.info.is_main:
-            graph = stage["predict"]
-            networks = {n: self.networks[n] for n in graph_networks(graph)}
-            for subject in self._output_subjects(stage):
-                probs = graph_probabilities(graph, networks, subject, device=self.info.device)
-                path = self._output_path(subject, stage)
-                with atomic_path(path, needed=probs.nbytes) as tmp:
-                    with open(tmp, "wb") as stream:  # np.save would append .npy to the name
-                        np.save(stream, probs.astype(np.float32))
+        info = self.info
+        subjects = self._output_subjects(stage)
+        self._log(f"{stage['name']}: predicting {len(subjects)} subject(s)")
+        graph = stage["predict"]
+        networks = {n: self.networks[n].to(info.device) for n in graph_networks(graph)}
+        for subject in subjects[info.rank :: info.world_size]:  # each rank its share
+            probs = graph_probabilities(graph, networks, subject, device=info.device)
+            path = self._output_path(subject, stage)
+            with atomic_path(path, needed=probs.nbytes) as tmp:
+                with open(tmp, "wb") as stream:  # np.save would append .npy to the name
+                    np.save(stream, probs.astype(np.float32))
+        dist_utils.barrier(info)
+        if info.is_main:
             self._checkpoint(si, 0, True, None)
-        dist_utils.barrier(self.info)
         self._register_outputs(stage)
 
     def _checkpoint(self, si: int, epoch: int, done: bool, selection: StageSelection) -> None:
@@ -663,17 +682,8 @@ class Trainer:
         )
 
     def _finish(self, final: str, started: float, tensorboard) -> None:
-        from lesionseg.inference.graph import graph_networks
-        from lesionseg.inference.method import write_method
-
         info = self.info
         if info.is_main:
-            graph = self.recipe.data["predict"]["graph"]
-            folders = {
-                name: str(self._network_folder(name, final).relative_to(self.out))
-                for name in graph_networks(graph)
-            }
-            write_method(self.out, graph, folders)
             write_json_atomic(
                 self.out / "training.json",
                 {
@@ -773,7 +783,19 @@ def train(
         )
         write_text_atomic(out / "recipe.yaml", recipe.to_yaml())
         write_json_atomic(out / "run.json", asdict(settings))
+        write_method_file(out, recipe)  # from the start: a kill can never leave it out
     return Trainer(recipe, settings).run()
+
+
+def write_method_file(out: Path, recipe: Recipe) -> None:
+    """``method.json``: the recipe's prediction graph and where each of its networks lives."""
+    from lesionseg.inference.graph import graph_networks
+    from lesionseg.inference.method import write_method
+
+    graph = recipe.data["predict"]["graph"]
+    final = final_network(recipe.data["stages"])
+    folders = {n: "." if n == final else f"networks/{n}" for n in graph_networks(graph)}
+    write_method(out, graph, folders)
 
 
 def _failed_before_training(out: Path) -> bool:

@@ -217,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if len(todo) < len(subjects):
         print(f"{len(subjects) - len(todo)} subject(s) done already, skipped", file=sys.stderr)
-    subjects = [s for s in subjects if s.id in set(todo)]
+    subjects = [s for s in subjects if s.id in todo]
     start = time.perf_counter()
     bar = tqdm(subjects, desc="predict", unit="subject", disable=len(subjects) < 2)
     for subject in bar:
@@ -231,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
             device=device,
             tta=args.tta,
             save_probabilities=args.save_probabilities,
-            overwrite=args.overwrite,
+            overwrite=todo[subject.id],
             amp=args.amp,
             batch_size=args.batch_size,
             postprocess=postprocess,
