@@ -7,7 +7,7 @@ learning rate of the next epoch. Its state is a small dict saved in checkpoints.
 * ``fixed``: multiply by ``factor`` (0.5) at the given epochs (DeepMedic's
   "halve at predefined epochs").
 * ``plateau``: multiply by ``factor`` when the monitored value (validation Dice,
-  or the training loss when there is no validation) has not improved by
+  or the training loss with ``monitor: loss``) has not improved by
   ``min_delta`` for ``patience`` epochs (DeepMedic's "halve on plateau").
 * ``poly``: η₀·(1 − epoch/epochs)^power (nnU-Net).
 """
@@ -78,8 +78,8 @@ class PlateauSchedule(Schedule):
     Args:
         base_lr: Initial learning rate.
         epochs: Epochs of the stage.
-        monitor: ``"dice"`` (validation Dice, higher is better; falls back to the training
-            loss on epochs without validation only if no validation ever ran) or ``"loss"``.
+        monitor: ``"dice"`` (validation Dice, higher is better; epochs without validation
+            do not count) or ``"loss"`` (the training loss).
         patience: Epochs without improvement before a drop.
         factor: Multiplier (0.5 halves).
         min_delta: Smallest change that counts as improvement.

@@ -1,10 +1,13 @@
 """The one training loop that every recipe runs.
 
-A run is a list of stages (see :mod:`lesionseg.training.recipe`); each stage
-trains one named network with its own sampler, loss, optimiser, schedule and
-length. After every epoch the loop may validate (full-volume segmentation of the
-validation cases, mean Dice), steps the learning-rate schedule, keeps the best
-and the last model, logs (progress bar, CSV, TensorBoard, ``progress.png``) and
+A run is a list of stages (see :mod:`lesionseg.training.recipe`): a train stage
+trains one named network with its own sampler, loss, optimiser slot (kept across
+stages with ``optimizer: continue``, :mod:`~lesionseg.training.slots`), schedule and
+length; a predict stage stores the probability maps of the networks trained so far in
+the cache. After every epoch the loop may validate (the method's prediction graph, or
+the stage's network, on the validation cases: mean Dice), steps the learning-rate
+schedule, keeps the stage's selected model (:mod:`~lesionseg.training.selection`:
+best or last) and the last one, logs (progress bar, CSV, TensorBoard, ``progress.png``) and
 writes a checkpoint from which :func:`resume` continues exactly: batches are a
 function of (seed, stage, epoch, rank, batch), and the torch random state (dropout)
 is reseeded from (seed, stage, epoch, rank) at the start of each epoch, so a
@@ -12,9 +15,10 @@ resumed run repeats the interrupted epoch bit for bit.
 
 Model folder::
 
-    model.safetensors, config.json   best model (last one when there is no validation)
+    model.safetensors, config.json   the final network's selected model
     last/                            the model after the last epoch
     networks/<name>/                 other networks of multi-network runs (cascade)
+    method.json                      the prediction graph over the networks
     recipe.yaml  run.json  splits.json  log.csv  progress.png  tensorboard/
     checkpoint.pt                    for --resume
 """
