@@ -115,9 +115,8 @@ def test_slice_recipes_validate_and_keep_paper_values():
     assert stage["optimizer"]["name"] == "adam" and stage["optimizer"]["lr"] == 1e-6
     assert stage["batch_size"] == 36 and stage["epochs"] == 150
     assert stage["sampler"]["name"] == "slices"
-    # the last model is the result: validation runs only after the last epoch (the engine
-    # always validates then), so the best model kept at the folder root is the last one
-    assert paper["validation"]["every"] > stage["epochs"]
+    # the last model is the result (select: last), whatever validation says
+    assert stage["select"] == "last"
     assert stage["early_stopping"] is None
     for baseline in ("unet2d-paper", "unet3d-paper"):  # trained as the D-UNet (Table 2)
         data = load_recipe(baseline).data
@@ -187,20 +186,22 @@ def test_predict_slices_along_the_axis_the_model_was_trained_on(toy_dataset, tmp
 
 
 def test_paper_validation_keeps_the_last_model(toy_dataset, tmp_path):
-    """dunet-paper's validation (only after the last epoch) leaves the last model at the root."""
-    every = load_recipe("dunet-paper").data["validation"]["every"]
+    """dunet-paper's stage (select: last) leaves the last model at the root, validated."""
+    select = load_recipe("dunet-paper").data["stages"][0]["select"]
     model_dir = _train(
         "dunet-tiny",
         toy_dataset,
         tmp_path,
-        *_set("validation.cases=1", f"validation.every={every}"),
+        *_set(
+            "validation.cases=1", "validation.every=1", f"stages=[{{name: main, select: {select}}}]"
+        ),
         "--epochs",
         "3",
     )
     log = (model_dir / "log.csv").read_text().splitlines()
     header = log[0].split(",")
     val_dice = [row.split(",")[header.index("val_dice")] for row in log[1:]]
-    assert len(val_dice) == 3 and val_dice[:2] == ["", ""] and val_dice[2] != ""
+    assert len(val_dice) == 3 and all(v != "" for v in val_dice)
     config = json.loads((model_dir / "config.json").read_text())
     assert config["epoch"] == 3
     root, last = (

@@ -566,7 +566,10 @@ class Trainer:
                 # no validation, or the stage keeps its last weights: those are the model
                 last_dice = self.history[-1]["val_dice"] if self.history else None
                 self.best[name] = {"dice": last_dice, "epoch": len(self.history)}
-                self._save_network(name, folder, {"epoch": len(self.history)})
+                extra = {"epoch": len(self.history)}
+                if last_dice is not None:  # the stage's last validation, when it ran
+                    extra["validation_dice"] = last_dice
+                self._save_network(name, folder, extra)
             self._save_network(name, folder / "last")
         dist_utils.barrier(self.info)
         trained_later = any(s.get("network") == name for s in stages[si + 1 :])
