@@ -151,7 +151,7 @@ def model_config(recipe: Recipe, channel_names, labels, network: str, extra=None
     if stage is not None:
         resolved["model"] = stage["model"]
     # Flat {name, **options}: the form every reader of config.json understands.
-    resolved["model"] = {"name": resolved["model"]["name"], **resolved["model"]["options"]}
+    resolved["model"] = ModelSpec.parse(resolved["model"]).flat()
     # A 2D network predicts along the axis its slices were drawn from.
     slice_axis = int(((stage or {}).get("sampler") or {}).get("axis", 2))
     return {
