@@ -136,16 +136,16 @@ def rescore_components(
     if probs.shape[0] != 2:
         raise LesionsegError("rescore-components needs a binary (2-class) segmenter")
     labels = _components(probs[1] > threshold, slice_axis, connectivity)
-    sizes = np.bincount(labels.ravel())
-    small = [i for i in range(1, len(sizes)) if 0 < sizes[i] < max_size]
-    if not small:
+    stats = cc3d.statistics(labels)  # one pass for every component's size and centroid
+    sizes = np.asarray(stats["voxel_counts"])
+    small = np.array([i for i in range(1, len(sizes)) if 0 < sizes[i] < max_size], np.int64)
+    if not len(small):
         return probs
-    coords = np.argwhere(labels > 0)
-    ids = labels[tuple(coords.T)]
-    centres = np.stack([np.round(coords[ids == i].mean(0)).astype(np.int64) for i in small])
-    instance = inputs[1].at(centres)[:, 1]
-    for component, q in zip(small, instance):
-        voxels = labels == component
-        probs[1][voxels] = bayes_fusion(probs[1][voxels], float(q))
+    centres = np.round(np.asarray(stats["centroids"])[small]).astype(np.int64)
+    # each component's instance probability q, looked up per voxel (0.5: no change)
+    q = np.full(len(sizes), 0.5, np.float32)
+    q[small] = inputs[1].at(centres)[:, 1]
+    voxels = np.isin(labels, small)
+    probs[1][voxels] = bayes_fusion(probs[1][voxels], q[labels[voxels]])
     probs[0] = 1.0 - probs[1]
     return probs
