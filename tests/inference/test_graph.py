@@ -9,7 +9,7 @@ import torch
 from lesionseg.errors import LesionsegError
 from lesionseg.inference.combine import COMBINERS, bayes_fusion
 from lesionseg.inference.graph import NetworkInput, check_graph, evaluate, graph_networks
-from lesionseg.inference.patches import cut_patches
+from lesionseg.inference.patches import patch_batches
 from lesionseg.inference.predictor import predict_volume
 from tests.inference.conftest import CentreThreshold, PatchModel
 
@@ -87,12 +87,21 @@ def test_bayes_fusion_values():
     assert bayes_fusion(np.array([0.9]), 0.9)[0] == pytest.approx(0.81 / 0.82)
 
 
-def test_cut_patches_zero_outside_the_image():
-    image = np.arange(2 * 4 * 4 * 4, dtype=np.float32).reshape(2, 4, 4, 4) + 1
-    patches = cut_patches(image, np.array([[0, 0, 0], [3, 3, 3], [1, 2, 1]]), (3, 3, 3))
-    padded = np.pad(image, [(0, 0), (1, 1), (1, 1), (1, 1)])
-    for n, (x, y, z) in enumerate([(0, 0, 0), (3, 3, 3), (1, 2, 1)]):
-        np.testing.assert_array_equal(patches[n], padded[:, x : x + 3, y : y + 3, z : z + 3])
+@pytest.mark.parametrize("size", [(3, 3, 3), (4, 5, 2)])
+@pytest.mark.parametrize("batch", [1, 2, 5])
+def test_patch_batches_equal_patches_of_the_zero_padded_image(size, batch):
+    image = np.arange(2 * 4 * 5 * 4, dtype=np.float32).reshape(2, 4, 5, 4) + 1
+    points = np.array([[0, 0, 0], [3, 4, 3], [1, 2, 1], [3, 0, 2], [2, 2, 2]])
+    before = [s // 2 for s in size]
+    padded = np.pad(image, [(0, 0), *((b, s - 1 - b) for b, s in zip(before, size))])
+    seen = 0
+    for rows, patches in patch_batches(image, points, size, batch):
+        assert patches.shape == (len(points[rows]), 2, *size)
+        for patch, (x, y, z) in zip(patches, points[rows]):
+            expected = padded[:, x : x + size[0], y : y + size[1], z : z + size[2]]
+            np.testing.assert_array_equal(patch, expected)
+            seen += 1
+    assert seen == len(points)
 
 
 @pytest.mark.parametrize("name", COMBINERS.names())
@@ -100,7 +109,9 @@ def test_every_combiner_contract(name, image):
     """Every registered combiner: (K, *spatial) probabilities in [0, 1] summing to 1."""
     first = CentreThreshold(2, 2, context=1, threshold=2.0)
     second = PatchModel(2, 2) if name == "rescore-components" else CentreThreshold(2, 2, 1)
-    out = evaluate({"combine": name, "inputs": ["a", "b"]}, _inputs(image, a=first, b=second))
+    names = ["a", "b"][: getattr(COMBINERS.get(name), "arity", None) or 2]
+    node = check_graph({"combine": name, "inputs": names}, {"a", "b"})
+    out = evaluate(node, _inputs(image, a=first, b=second))
     assert out.shape == (2, *image.shape[1:]) and out.dtype == np.float32
     assert out.min() >= 0 and out.max() <= 1
     np.testing.assert_allclose(out.sum(0), 1.0, atol=1e-5)

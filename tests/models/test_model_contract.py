@@ -27,6 +27,7 @@ import_parts()
 SMALL = {
     "deepmedic": {"widths": [4, 4, 4, 4], "hidden": [8], "subsample_factors": [3]},
     "dunet": {"features": [4, 8, 16, 32], "se_ratio": 2, "slice_context": [2, 1]},
+    "patch-cnn": {"widths": [4, 8], "hidden": 8},
     "unet": {"spatial_dims": 3, "features": [4, 8]},
     "unet2d-original": {"features": [4, 8, 16]},
     "unet2d-transform": {"features": [4, 8, 16]},

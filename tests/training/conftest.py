@@ -1,4 +1,7 @@
 import json
+import signal
+import subprocess
+import time
 
 import nibabel as nib
 import numpy as np
@@ -21,8 +24,12 @@ TINY = [
 ]
 
 
-def write_toy_dataset(root, n=4, size=20, seed=0):
-    """A tiny MSD-layout data set: 2 channels, bright/dark spherical lesions in a ball brain."""
+def write_toy_dataset(root, n=4, size=20, seed=0, contrasts=None):
+    """A tiny MSD-layout data set: bright/dark spherical lesions in a ball brain.
+
+    ``contrasts`` maps channel names to the lesions' contrast (default A: +40, B: −20).
+    """
+    contrasts = contrasts or {"A": 40.0, "B": -20.0}
     rng = np.random.default_rng(seed)
     (root / "imagesTr").mkdir(parents=True)
     (root / "labelsTr").mkdir()
@@ -35,7 +42,7 @@ def write_toy_dataset(root, n=4, size=20, seed=0):
             centre = rng.uniform(size * 0.3, size * 0.7, 3)
             label[((grid - centre[:, None, None, None]) ** 2).sum(0) < rng.uniform(4, 9)] = 1
         label &= brain
-        for ch, contrast in enumerate((40.0, -20.0)):
+        for ch, contrast in enumerate(contrasts.values()):
             image = brain * (100 + contrast * label + rng.normal(0, 8, label.shape))
             nib.save(
                 nib.Nifti1Image(image.astype(np.float32), affine),
@@ -46,7 +53,7 @@ def write_toy_dataset(root, n=4, size=20, seed=0):
         json.dumps(
             {
                 "name": "toy",
-                "channel_names": {"0": "A", "1": "B"},
+                "channel_names": {str(i): name for i, name in enumerate(contrasts)},
                 "labels": {"background": 0, "lesion": 1},
                 "numTraining": n,
                 "file_ending": ".nii.gz",
@@ -64,3 +71,35 @@ def toy_dataset(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_args():
     return list(TINY)
+
+
+def _reached(out, stage, epoch) -> bool:
+    import torch
+
+    checkpoint = out / "checkpoint.pt"
+    if not checkpoint.is_file():
+        return False
+    try:
+        state = torch.load(checkpoint, weights_only=True)
+    except (RuntimeError, EOFError):  # being replaced right now
+        return False
+    return (state["stage"], state["epoch"]) >= (stage, epoch)
+
+
+def kill_when_checkpointed(argv, env, out, stage, epoch, timeout=300, settle=0.0):
+    """Run ``argv``; SIGKILL it once its checkpoint in ``out`` reached (stage, epoch)."""
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.time() + timeout
+        while not _reached(out, stage, epoch):
+            if proc.poll() is not None:
+                raise AssertionError(f"training ended early: {proc.stderr.read()}")
+            if time.time() > deadline:
+                raise AssertionError("timed out waiting for the checkpoint")
+            time.sleep(0.02)
+        time.sleep(settle)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()

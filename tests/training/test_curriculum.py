@@ -5,10 +5,8 @@ from __future__ import annotations
 import copy
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -17,6 +15,7 @@ from safetensors.torch import load_file
 
 from lesionseg.training import load_recipe, train
 from lesionseg.training.trainer import Trainer
+from tests.training.conftest import kill_when_checkpointed
 
 TINY_MODEL = {"name": "deepmedic", "widths": [4, 4, 4, 4], "hidden": [8]}
 
@@ -118,20 +117,6 @@ def test_continue_needs_an_earlier_stage_of_the_network(tmp_path):
         load_recipe(path)
 
 
-def _wait_for(out, stage, epoch, proc, timeout=180):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        checkpoint = out / "checkpoint.pt"
-        if checkpoint.is_file():
-            state = torch.load(checkpoint, weights_only=True)
-            if (state["stage"], state["epoch"]) >= (stage, epoch):
-                return
-        if proc.poll() is not None:
-            raise AssertionError(f"training ended early: {proc.stderr.read()}")
-        time.sleep(0.02)
-    raise AssertionError("timed out")
-
-
 def test_sigkill_in_a_continued_stage_then_resume_is_exact(toy_dataset, tmp_path):
     data = _recipe_data({"optimizer": "continue", "epochs": 3, "loss": {"name": "focal"}})
     data["train"]["batches_per_epoch"] = 12
@@ -146,17 +131,8 @@ def test_sigkill_in_a_continued_stage_then_resume_is_exact(toy_dataset, tmp_path
     )
     assert full.returncode == 0, full.stderr[-2000:]
     out = tmp_path / "killed"
-    proc = subprocess.Popen(
-        [*base, "-o", str(out), *common], stderr=subprocess.PIPE, text=True, env=env
-    )
-    try:
-        _wait_for(out, 1, 1, proc)  # stage 2 has done one epoch
-        time.sleep(0.3)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    # stage 2 has done one epoch
+    kill_when_checkpointed([*base, "-o", str(out), *common], env, out, 1, 1, settle=0.3)
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert state["stage"] == 1 and 1 <= state["epoch"] < 3
     # what a kill during a write leaves behind; the resumed run removes it

@@ -5,12 +5,17 @@ A combiner is registered in :data:`COMBINERS` with a decorator and named in a re
 :class:`GraphInput` (a network, or a smaller graph) that predicts lazily, so that a
 combiner asks only for what it needs (the gate predicts its second input only where the
 first is confident; component re-scoring classifies one patch per small component).
-Every combiner returns ``(K, *spatial)`` float32 probabilities.
+Every combiner returns ``(K, *spatial)`` float32 probabilities. A combiner that takes a
+fixed number of inputs says so in an ``arity`` attribute (checked when a graph is read),
+and one with options to check early in a ``check_options`` function.
 
 * ``mean``: the mean of the inputs (an ensemble).
 * ``product``: the MSSEG cascade's p₁·p₂ for every foreground class, background 1 − Σ.
 * ``gate``: the second input only where the first's foreground probability exceeds
   ``threshold`` (the cascade's later rule: network 2 only where p₁ > 0.8), zero elsewhere.
+* ``within``: the input only on the voxels of a rule on the image
+  (:mod:`lesionseg.sampling.rules`), background elsewhere; the input is asked only about
+  those voxels (the MSSEG cascade classifies its FLAIR candidates, not every brain voxel).
 * ``rescore-components``: EDD + MUSCLE's false-positive removal: connected components of
   the first input's mask (p > ``threshold``) smaller than ``max_size`` voxels are classified
   by the second input (a patch classifier, at the component's centroid), and each of their
@@ -40,6 +45,10 @@ class GraphInput(Protocol):
 
     def at(self, points: np.ndarray) -> np.ndarray:
         """``(N, K)`` probabilities of a patch classifier at ``(N, 3)`` voxel centres."""
+
+    @property
+    def subject(self):
+        """The image as a label-free subject (channels by name), for voxel rules."""
 
 
 def _with_background(foreground: np.ndarray) -> np.ndarray:
@@ -86,6 +95,39 @@ def gate(inputs: Sequence[GraphInput], threshold: float = 0.8) -> np.ndarray:
         return _with_background(np.zeros_like(first[1:]))
     second = inputs[1].dense(where)
     return _with_background(np.where(where[None], second[1:], 0.0).astype(np.float32))
+
+
+def _check_within(rule: str = "brain") -> None:
+    from lesionseg.sampling.rules import parse_rule
+
+    if "lesion" in {t.flag for t in parse_rule(rule)}:
+        raise ValueError(f"rule {rule!r}: 'lesion' is unknown at prediction (no labels)")
+
+
+@COMBINERS.register("within")
+def within(inputs: Sequence[GraphInput], rule: str = "brain") -> np.ndarray:
+    """The input on the voxels of ``rule`` (e.g. ``FLAIR > 1.5 and brain``), 0 elsewhere.
+
+    Args:
+        inputs: One input, asked only about the chosen voxels.
+        rule: A voxel rule on the image channels (z-scored, by name) and the brain mask.
+    """
+    from lesionseg.sampling.rules import parse_rule, voxels
+
+    _check_count(inputs, 1, "within")
+    try:
+        where = voxels(parse_rule(rule), inputs[0].subject)
+    except ValueError as err:
+        raise LesionsegError(f"combiner 'within': {err}") from None
+    probs = inputs[0].dense(where)
+    return _with_background(np.where(where[None], probs[1:], 0.0).astype(np.float32))
+
+
+within.arity = 1
+within.check_options = _check_within
+
+
+gate.arity = 2
 
 
 def bayes_fusion(pixel: np.ndarray, instance: np.ndarray | float) -> np.ndarray:
@@ -149,3 +191,6 @@ def rescore_components(
     probs[1][voxels] = bayes_fusion(probs[1][voxels], q[labels[voxels]])
     probs[0] = 1.0 - probs[1]
     return probs
+
+
+rescore_components.arity = 2

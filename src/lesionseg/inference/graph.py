@@ -14,9 +14,10 @@ The default graph is the last stage's network.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -64,6 +65,18 @@ def check_graph(node: Any, networks: Collection[str], where: str = "predict.grap
             f"recipe {where}.{unknown[0]}: combiner {node['combine']!r} has no such option "
             f"(options: {', '.join(sorted(accepted)) or 'none'})"
         )
+    arity = getattr(combiner, "arity", None)
+    if arity is not None and len(node["inputs"]) != arity:
+        raise LesionsegError(
+            f"recipe {where}.inputs: combiner {node['combine']!r} takes {arity} input(s), "
+            f"got {len(node['inputs'])}"
+        )
+    check_options = getattr(combiner, "check_options", None)
+    if check_options is not None:  # e.g. a rule read now rather than at prediction time
+        try:
+            check_options(**options)
+        except (TypeError, ValueError) as err:
+            raise LesionsegError(f"recipe {where}: {err}") from None
     inputs = [
         check_graph(c, networks, f"{where}.inputs[{i}]") for i, c in enumerate(node["inputs"])
     ]
@@ -80,21 +93,33 @@ class NetworkInput:
         mask: Brain mask or None.
         predict: ``predict(model, image, mask) -> (K, *spatial)``, the dense predictor with
             the run's settings (tiles, device, flips, slice axis) bound.
+        channel_names: Names of the image channels (for combiners' voxel rules).
     """
 
     model: nn.Module
     image: np.ndarray
     mask: np.ndarray | None
     predict: Callable[[nn.Module, np.ndarray, np.ndarray | None], np.ndarray]
+    channel_names: Sequence[str] = field(default_factory=list)
+
+    @property
+    def subject(self):
+        """The image as a label-free subject, for voxel rules (channels by name)."""
+        from lesionseg.sampling.base import ArraySubject
+
+        mask = self.mask if self.mask is not None else np.ones(self.image.shape[1:], np.uint8)
+        return ArraySubject("", self.image, None, mask, channel_names=list(self.channel_names))
+
+    def restricted(self, where: np.ndarray) -> NetworkInput:
+        """The same input asked only about the voxels of ``where`` (and of the mask)."""
+        mask = where if self.mask is None else where & (self.mask > 0)
+        return dataclasses.replace(self, mask=mask)
 
     def dense(self, where: np.ndarray | None = None) -> np.ndarray:
         """Dense probabilities (only the voxels of ``where`` and the mask matter)."""
-        mask = (
-            self.mask
-            if where is None
-            else (where if self.mask is None else where & (self.mask > 0))
-        )
-        return self.predict(self.model, self.image, mask)
+        if where is not None:
+            return self.restricted(where).dense()
+        return self.predict(self.model, self.image, self.mask)
 
     def at(self, points: np.ndarray) -> np.ndarray:
         """A patch classifier's probabilities at voxel centres (zeros outside the image)."""
@@ -111,8 +136,16 @@ class SubgraphInput:
     inputs: Mapping[str, NetworkInput]
 
     def dense(self, where: np.ndarray | None = None) -> np.ndarray:
-        """The node's combined probabilities."""
-        return evaluate(self.node, self.inputs)
+        """The node's combined probabilities (its networks asked only about ``where``)."""
+        inputs = self.inputs
+        if where is not None:
+            inputs = {name: item.restricted(where) for name, item in inputs.items()}
+        return evaluate(self.node, inputs)
+
+    @property
+    def subject(self):
+        """The image the node's networks see, as a label-free subject."""
+        return next(iter(self.inputs.values())).subject
 
     def at(self, points: np.ndarray) -> np.ndarray:
         """Only a network can classify patches."""

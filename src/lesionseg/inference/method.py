@@ -52,6 +52,37 @@ class LoadedMethod:
     folder: Path | None = None
 
     @property
+    def variants(self) -> dict[str, dict]:
+        """The recipe's prediction variants: name → {graph, postprocess} (either optional)."""
+        predict = (self.config.get("recipe") or {}).get("predict") or {}
+        return dict(predict.get("variants") or {})
+
+    def variant(self, name: str) -> LoadedMethod:
+        """The method with a prediction variant's graph and post-processing.
+
+        Raises:
+            LesionsegError: The recipe has no variant of that name, or its graph names a
+                network the folder does not hold.
+        """
+        import copy
+
+        variants = self.variants
+        if name not in variants:
+            known = ", ".join(sorted(variants)) or "none"
+            raise LesionsegError(
+                f"--variant: the model has no prediction variant {name!r} (variants: {known})",
+                self.folder,
+            )
+        chosen = variants[name]
+        graph = self.graph
+        if "graph" in chosen:
+            graph = check_graph(chosen["graph"], set(self.networks), f"variants.{name}.graph")
+        config = copy.deepcopy(self.config)
+        if "postprocess" in chosen:
+            config["recipe"]["predict"]["postprocess"] = copy.deepcopy(chosen["postprocess"])
+        return LoadedMethod(config, self.networks, self.network_configs, graph, self.folder)
+
+    @property
     def channel_names(self) -> list[str]:
         """The method's input channels, in order."""
         return list(self.config["channel_names"])
@@ -88,7 +119,7 @@ class LoadedMethod:
             def run(model, img, where, bound=bound):
                 return predict_volume(model, img, mask=where, **bound)
 
-            inputs[name] = NetworkInput(network, image, mask, run)
+            inputs[name] = NetworkInput(network, image, mask, run, self.channel_names)
         return evaluate(self.graph, inputs)
 
 

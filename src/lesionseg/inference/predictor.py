@@ -52,8 +52,6 @@ from lesionseg.models.geometry import ModelGeometry
 
 #: Slices per forward pass of a 2D model (at least).
 SLICE_BATCH = 16
-#: Patches per forward pass of a patch classifier.
-PATCH_BATCH = 2048
 
 
 def num_outputs(geometry: ModelGeometry) -> int:
@@ -212,17 +210,23 @@ def _predict_patches(
     image: np.ndarray,
     mask: np.ndarray | None,
     geometry: ModelGeometry,
+    batch_size: int,
 ) -> np.ndarray:
+    from lesionseg.inference.patches import classify_points
+
     spatial = image.shape[1:]
-    widths = [(0, 0), *zip(geometry.margin_before, geometry.margin_after)]
-    padded = PaddedVolume(image, widths, "constant")
     targets = np.argwhere(mask > 0) if mask is not None else np.argwhere(np.ones(spatial, bool))
     k = num_outputs(geometry)
     out = _empty_probabilities(k, spatial)
-    for group in _batches(targets, PATCH_BATCH):
-        # The patch of voxel v starts at v in padded coordinates (padding = the margins).
-        probs = run(padded.boxes(group, geometry.patch_size)).reshape(len(group), k, -1)[:, :, 0]
-        out[(slice(None), *group.T)] = probs.T
+    probs = classify_points(
+        lambda batch: run(batch).reshape(len(batch), k, -1)[:, :, 0],
+        image,
+        targets,
+        geometry.patch_size,
+        k,
+        batch_size,
+    )
+    out[(slice(None), *targets.T)] = probs.T
     return out
 
 
@@ -346,6 +350,10 @@ def predict_volume(
     run = _Runner(net, device, amp, channels_last)
     if geometry.spatial_dims == 3 and geometry.patch_size is None and tile_size is None:
         tile_size = choose_tile_size(net, image.shape[1:], device, batch_size)
+    if geometry.patch_size is not None:  # patches per pass: the memory budget decides
+        from lesionseg.inference.patches import patch_batch_size
+
+        batch_size = max(batch_size, patch_batch_size(net, device))
     total = None
     flips = _flip_sets(flip_axes)
     try:
@@ -356,7 +364,7 @@ def predict_volume(
                 if geometry.spatial_dims == 2:
                     probs = _predict_slices(run, img, msk, geometry, axis, batch_size)
                 elif geometry.patch_size is not None:
-                    probs = _predict_patches(run, img, msk, geometry)
+                    probs = _predict_patches(run, img, msk, geometry, batch_size)
                 elif geometry.is_valid_convolution:
                     probs = _predict_valid(run, img, msk, geometry, tile_size, batch_size)
                 else:

@@ -79,6 +79,9 @@ class Sampler(ABC):
             ``"enumerate"`` (every item once per epoch in an order shuffled by the seed:
             every slice of every subject for the slices sampler); only samplers that
             implement :meth:`items` enumerate.
+        seed: Seed of the choices a sampler makes once, when it is built (the voxels it
+            holds out for validation, the fixed negatives of an enumerated epoch); the
+            trainer derives it from the run's seed and the stage.
     """
 
     def __init__(
@@ -90,6 +93,7 @@ class Sampler(ABC):
         augment_probability: float = 1.0,
         context: dict[str, Any] | None = None,
         order: str = "draw",
+        seed: int = 0,
     ):
         if not subjects:
             raise ValueError("a sampler needs at least one subject")
@@ -105,6 +109,7 @@ class Sampler(ABC):
         if order == "enumerate" and type(self).items is Sampler.items:
             raise ValueError(f"{type(self).__name__} cannot enumerate its examples")
         self.order = order
+        self.seed = int(seed)
 
     @abstractmethod
     def draw(self, rng: np.random.Generator) -> Example:
@@ -121,6 +126,18 @@ class Sampler(ABC):
     def example_at(self, index: int, rng: np.random.Generator) -> Example:
         """Item ``index`` of the enumeration, before augmentation (``rng`` for its window)."""
         raise NotImplementedError(f"{type(self).__name__} does not enumerate")
+
+    def held_out_batches(self, batch_size: int, limit: int | None = None):
+        """Batches of examples set aside for validation (never trained on).
+
+        Args:
+            batch_size: Examples per batch.
+            limit: At most this many examples (a fixed subset), or None for all.
+
+        Returns:
+            An iterator of stacked examples, or None for a sampler that holds none out.
+        """
+        return None
 
     def _augmented(self, example: Example, rng: np.random.Generator) -> Example:
         if len(self.augmentation) and rng.random() < self.augment_probability:

@@ -84,6 +84,8 @@ def parse_rule(text: str) -> list[Term]:
 
 def _term_voxels(term: Term, subject) -> np.ndarray:
     if term.flag == "lesion":
+        if subject.label is None:
+            raise ValueError("'lesion' needs a label map (rules at prediction cannot use it)")
         return np.asarray(subject.label) > 0
     if term.flag == "brain":
         return np.asarray(subject.mask) > 0

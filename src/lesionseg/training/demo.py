@@ -35,6 +35,7 @@ from lesionseg.errors import LesionsegError
 METHODS = {
     "deepmedic": ("ms", "deepmedic-tiny"),
     "dunet": ("stroke-chronic", "dunet-demo"),
+    "cascade": ("ms", "msseg-tiny"),
 }
 
 #: Method → training phantoms added after the ``subjects`` phantoms (ids ``subjects``,

@@ -17,7 +17,7 @@ from typing import Any
 from lesionseg.data.atomic import atomic_path, write_text_atomic
 
 COLUMNS = (
-    "epoch", "stage", "network", "stage_epoch", "loss", "lr", "val_dice",
+    "epoch", "stage", "network", "stage_epoch", "loss", "lr", "val_dice", "val_loss",
     "seconds", "segments_per_s",
 )  # fmt: skip
 
@@ -50,8 +50,13 @@ def plot_progress(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     ]
     if val:
         axes[1].plot(*zip(*val), marker="o", color="tab:green")
-    axes[1].set_ylabel("validation Dice")
-    axes[1].set_ylim(0, 1)
+    held = [(r["epoch"], r["val_loss"]) for r in rows if r.get("val_loss") is not None]
+    if held and not val:  # the held-out loss of a patch classifier, on the same panel
+        axes[1].plot(*zip(*held), marker="o", color="tab:red")
+        axes[1].set_ylabel("held-out loss")
+    else:
+        axes[1].set_ylabel("validation Dice")
+        axes[1].set_ylim(0, 1)
     axes[2].plot(epochs, [r["lr"] for r in rows], color="tab:orange")
     axes[2].set_ylabel("learning rate")
     if all(r["lr"] > 0 for r in rows):
@@ -88,7 +93,7 @@ class TensorBoardLog:
         """Write one epoch's numbers."""
         if self.writer is None:
             return
-        for key in ("loss", "lr", "val_dice", "segments_per_s"):
+        for key in ("loss", "lr", "val_dice", "val_loss", "segments_per_s"):
             value = row.get(key)
             if value is not None and not (isinstance(value, float) and math.isnan(value)):
                 self.writer.add_scalar(f"train/{key}", value, row["epoch"])

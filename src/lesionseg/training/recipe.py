@@ -82,10 +82,22 @@ DEFAULTS: dict[str, Any] = {
     "loss": {"name": "cross_entropy"},
     "optimizer": {"name": "adam", "lr": 1e-3},
     "schedule": {"name": "constant"},
-    "validation": {"every": 1, "cases": 0.2, "tile": None, "max_cases": 10},
-    "predict": {"tile": None, "postprocess": [], "graph": None},
+    # metric dice: the prediction graph segments held-out cases; loss: the stage's loss on
+    # examples its sampler held out (the cascade's 25 % of patches), at most `examples`
+    "validation": {
+        "every": 1,
+        "cases": 0.2,
+        "tile": None,
+        "max_cases": 10,
+        "metric": "dice",
+        "examples": None,
+    },
+    "predict": {"tile": None, "postprocess": [], "graph": None, "variants": None},
 }
 STAGE_PARTS = ("sampler", "loss", "optimizer", "schedule")
+#: What validation measures: the graph's Dice on held-out cases (higher is better), or the
+#: stage's loss on examples its sampler held out (lower is better).
+VALIDATION_METRICS = ("dice", "loss")
 #: How a stage chooses the weights it keeps: the best validation Dice within the stage, or
 #: the weights at its end.
 SELECT_CHOICES = ("best", "last")
@@ -102,7 +114,7 @@ CONTINUE = "continue"
 # Arguments the engine passes to part factories itself; a recipe must not set them.
 ENGINE_ARGS = {
     "model": (),  # in_channels and num_classes come from the data unless the recipe sets them
-    "sampler": ("subjects", "geometry", "context"),
+    "sampler": ("subjects", "geometry", "context", "seed"),
     "optimizer": ("params",),
     "schedule": ("base_lr", "epochs"),
     "loss": (),
@@ -392,7 +404,18 @@ def resolve(raw: dict[str, Any], source: Path | None = None) -> Recipe:
     data["stages"] = stages
 
     val = data["validation"]
+    unknown = sorted(set(val) - set(DEFAULTS["validation"]))
+    if unknown:
+        known = ", ".join(DEFAULTS["validation"])
+        raise _err(f"validation.{unknown[0]}", f"unknown key (known: {known})")
     _positive_int(val.get("every"), "validation.every")
+    if val.get("metric") not in VALIDATION_METRICS:
+        raise _err(
+            "validation.metric",
+            f"must be one of {', '.join(VALIDATION_METRICS)}, got {val.get('metric')!r}",
+        )
+    if val.get("examples") is not None:
+        _positive_int(val["examples"], "validation.examples")
     cases = val.get("cases")
     if not (isinstance(cases, list) or (isinstance(cases, int | float) and cases >= 0)):
         raise _err(
@@ -401,8 +424,13 @@ def resolve(raw: dict[str, Any], source: Path | None = None) -> Recipe:
     from lesionseg.preprocess import PreprocessConfig
 
     data["preprocess"] = PreprocessConfig.from_dict(data["preprocess"]).to_dict()
+    unknown = sorted(set(data["predict"]) - set(DEFAULTS["predict"]))
+    if unknown:
+        known = ", ".join(DEFAULTS["predict"])
+        raise _err(f"predict.{unknown[0]}", f"unknown key (known: {known})")
     _check_postprocess(data["predict"].get("postprocess") or [])
     data["predict"]["graph"] = _prediction_graph(data["predict"].get("graph"), stages)
+    data["predict"]["variants"] = _prediction_variants(data["predict"].get("variants"), stages)
     if not isinstance(data["seed"], int):
         raise _err("seed", f"must be an integer, got {data['seed']!r}")
     for i, stage in enumerate(stages):
@@ -505,6 +533,45 @@ def _prediction_graph(raw: Any, stages: list[dict]) -> Any:
     if raw is None:
         return final_network(stages)
     return check_graph(raw, {s["network"] for s in stages if is_train(s)})
+
+
+#: What a prediction variant may replace.
+VARIANT_KEYS = ("graph", "postprocess")
+
+
+def _prediction_variants(raw: Any, stages: list[dict]) -> dict[str, dict]:
+    """``predict.variants``: named alternatives to the graph and post-processing.
+
+    ``lesionseg predict --variant NAME`` uses one (the MSSEG cascade's later gating rule
+    beside the paper's product), with the same trained networks.
+    """
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise _err("predict.variants", "must map names to {graph, postprocess}")
+    variants = {}
+    for name, variant in raw.items():
+        where = f"predict.variants.{name}"
+        _safe_name(name, where)
+        if not isinstance(variant, dict) or not variant:
+            raise _err(where, "must be a mapping with graph and/or postprocess")
+        bad = [k for k in variant if k not in VARIANT_KEYS]
+        if bad:
+            raise _err(f"{where}.{bad[0]}", f"unknown key (known: {', '.join(VARIANT_KEYS)})")
+        checked = {}
+        if "graph" in variant:
+            from lesionseg.inference.graph import check_graph
+
+            trained = {s["network"] for s in stages if is_train(s)}
+            checked["graph"] = check_graph(variant["graph"], trained, f"{where}.graph")
+        if "postprocess" in variant:
+            try:
+                _check_postprocess(variant["postprocess"])
+            except LesionsegError as err:
+                raise LesionsegError(str(err).replace("predict.", f"{where}.", 1)) from None
+            checked["postprocess"] = copy.deepcopy(variant["postprocess"])
+        variants[str(name)] = checked
+    return variants
 
 
 def is_train(stage: dict) -> bool:

@@ -1,10 +1,11 @@
 """Which weights a stage keeps, and when it stops early.
 
-``select: best`` keeps the weights of the best validation Dice *within the stage* (a later
-stage of the same network starts a new competition, so the model kept comes from the last
-stage that trained it); ``select: last`` keeps the weights at the stage's end. Early
-stopping counts validations without an improvement of more than ``min_delta`` and stops
-after ``patience`` of them, with the same tracker the plateau schedule uses.
+``select: best`` keeps the weights of the best validation (Dice, or held-out loss) *within
+the stage* (a later stage of the same network starts a new competition, so the model kept
+comes from the last stage that trained it); ``select: last`` keeps the weights at the
+stage's end. Early stopping counts validations without an improvement of more than
+``min_delta`` and stops after ``patience`` of them, with the same tracker the plateau
+schedule uses.
 """
 
 from __future__ import annotations
@@ -20,18 +21,21 @@ class StageSelection:
     Args:
         select: ``"best"`` or ``"last"``.
         early_stopping: ``{patience: N, min_delta: d}`` or None.
+        higher_is_better: True for a Dice, False for a held-out loss.
     """
 
-    def __init__(self, select: str, early_stopping: dict[str, Any] | None):
+    def __init__(
+        self, select: str, early_stopping: dict[str, Any] | None, higher_is_better: bool = True
+    ):
         settings = early_stopping or {}
         self.select = select
         self.patience = settings.get("patience")
-        self.tracker = PlateauTracker(float(settings.get("min_delta", 0.0)))
+        self.tracker = PlateauTracker(float(settings.get("min_delta", 0.0)), higher_is_better)
         self.best_epoch: int | None = None
 
-    def update(self, val_dice: float | None, epoch: int) -> bool:
+    def update(self, value: float | None, epoch: int) -> bool:
         """Record a validation (None: none this epoch); True if these weights are to be kept."""
-        improved = self.tracker.update(val_dice)
+        improved = self.tracker.update(value)
         if improved:
             self.best_epoch = epoch
         return bool(improved) and self.select == "best"

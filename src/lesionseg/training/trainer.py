@@ -471,6 +471,7 @@ class Trainer:
                 subjects=self.train_subjects,
                 geometry=network.geometry,
                 context=context,
+                seed=_derived_seed(self.seed, si, 31),
                 **sampler_spec,
             )
         except ValueError as err:
@@ -503,7 +504,10 @@ class Trainer:
         loader, per_rank = self._loader(si, stage, network)
         use_amp = bool(stage["amp"]) and info.device.type == "cuda"
         slot = self._slot(stage, network, first_epoch, use_amp)
-        selection = StageSelection(stage["select"], stage["early_stopping"])
+        metric = self.recipe.data["validation"]["metric"]
+        selection = StageSelection(
+            stage["select"], stage["early_stopping"], higher_is_better=metric == "dice"
+        )
         if state is not None and state.get("selection") is not None:
             selection.load_state_dict(state["selection"])
         step = _Step(
@@ -525,19 +529,17 @@ class Trainer:
             torch.manual_seed(_derived_seed(self.seed, si, epoch, info.rank, 7))
             row = self._epoch(step, loader, stage, si, epoch, per_rank)
             epoch += 1
-            row["val_dice"] = self._validate_if_due(si, stage, epoch, use_amp)
-            slot.schedule.step(slot.epochs_done, {"loss": row["loss"], "val_dice": row["val_dice"]})
+            row.update(self._validate_if_due(si, stage, epoch, use_amp, step, loader))
+            slot.schedule.step(slot.epochs_done, row)
             slot.epochs_done += 1
-            keep = selection.update(row["val_dice"], len(self.history) + 1)
+            keep = selection.update(row[f"val_{metric}"], len(self.history) + 1)
             stopped = selection.should_stop
             self.history.append(row)
             self._log(_epoch_message(stage, epoch, row, keep))
             done = epoch >= stage["epochs"] or stopped
             if info.is_main and keep:
-                self.best[name] = {"dice": row["val_dice"], "epoch": len(self.history)}
-                self._save_network(
-                    name, folder, {"validation_dice": row["val_dice"], "epoch": len(self.history)}
-                )
+                self.best[name] = _best_entry(row, len(self.history))
+                self._save_network(name, folder, _validation_extra(row, len(self.history)))
             if done:  # before the checkpoint: a resumed run finds the stage's end complete
                 self._end_stage(si, stages, folder, selection)
             if info.is_main:
@@ -564,12 +566,9 @@ class Trainer:
         if self.info.is_main:
             if not selected:
                 # no validation, or the stage keeps its last weights: those are the model
-                last_dice = self.history[-1]["val_dice"] if self.history else None
-                self.best[name] = {"dice": last_dice, "epoch": len(self.history)}
-                extra = {"epoch": len(self.history)}
-                if last_dice is not None:  # the stage's last validation, when it ran
-                    extra["validation_dice"] = last_dice
-                self._save_network(name, folder, extra)
+                last = self.history[-1] if self.history else {}
+                self.best[name] = _best_entry(last, len(self.history))
+                self._save_network(name, folder, _validation_extra(last, len(self.history)))
             self._save_network(name, folder / "last")
         dist_utils.barrier(self.info)
         trained_later = any(s.get("network") == name for s in stages[si + 1 :])
@@ -589,23 +588,34 @@ class Trainer:
             "loss": round(mean_loss, 6),
             "lr": step.optimizer.param_groups[0]["lr"],
             "val_dice": None,
+            "val_loss": None,
             "seconds": round(seconds, 3),
             "segments_per_s": round(count * per_rank * self.info.world_size / seconds, 2),
         }
 
-    def _validate_if_due(self, si: int, stage: dict, epoch: int, use_amp: bool) -> float | None:
-        """Validation Dice after ``epoch`` (1-based) when validation is due, else None.
+    def _validate_if_due(
+        self, si: int, stage: dict, epoch: int, use_amp: bool, step: _Step, loader
+    ) -> dict[str, float]:
+        """The validation columns after ``epoch`` (1-based) when validation is due, else {}.
 
-        The method's graph is scored once every network it uses has been trained (so a
-        cascade's second network is chosen on the cascade's output); before that, the
-        stage's own network.
+        ``metric: dice`` scores the method's graph once every network it uses has been
+        trained (so a cascade's second network is chosen on the cascade's output); before
+        that, the stage's own network. ``metric: loss`` is the stage's loss on the examples
+        its sampler held out.
         """
+        validation = self.recipe.data["validation"]
+        if epoch % validation["every"] != 0 and epoch != stage["epochs"]:
+            return {}
+        if validation["metric"] == "loss":
+            return {"val_loss": self._held_out_loss(si, stage, step, loader.dataset.sampler)}
+        if not self.val_subjects:
+            return {}
+        return {"val_dice": self._graph_dice(si, stage, use_amp)}
+
+    def _graph_dice(self, si: int, stage: dict, use_amp: bool) -> float:
         from lesionseg.inference.graph import graph_networks
         from lesionseg.training.validation import validate_graph
 
-        every = self.recipe.data["validation"]["every"]
-        if not self.val_subjects or (epoch % every != 0 and epoch != stage["epochs"]):
-            return None
         trained = {s.get("network") for s in self.recipe.data["stages"][: si + 1]}
         graph = self.recipe.data["predict"]["graph"]
         if not set(graph_networks(graph)) <= trained:
@@ -622,6 +632,22 @@ class Trainer:
                 tile_size=self.recipe.data["validation"].get("tile"),
             )
         return round(dist_utils.broadcast_object(self.info, dice), 6)
+
+    def _held_out_loss(self, si: int, stage: dict, step: _Step, sampler) -> float:
+        from lesionseg.training.validation import held_out_loss
+
+        batches = sampler.held_out_batches(
+            stage["batch_size"], self.recipe.data["validation"]["examples"]
+        )
+        if batches is None:
+            raise LesionsegError(
+                f"recipe validation.metric: loss needs examples held out by the sampler of "
+                f"stage {stage['name']!r} (e.g. sampler: {{holdout: 0.25}})"
+            )
+        loss = None
+        if self.info.is_main:
+            loss = held_out_loss(step.network, step.loss_fn, batches, self.info.device)
+        return round(dist_utils.broadcast_object(self.info, loss), 6)
 
     # -- predict stages ---------------------------------------------------------------------
     def _output_subjects(self, stage: dict) -> list:
@@ -708,6 +734,20 @@ class Trainer:
             tensorboard.close()
 
 
+def _best_entry(row: dict, epoch: int) -> dict[str, Any]:
+    """``training.json``'s record of a network's kept weights."""
+    return {"dice": row.get("val_dice"), "loss": row.get("val_loss"), "epoch": epoch}
+
+
+def _validation_extra(row: dict, epoch: int) -> dict[str, Any]:
+    """What a saved network's config.json records of the validation that chose it."""
+    extra: dict[str, Any] = {"epoch": epoch}
+    for column, key in (("val_dice", "validation_dice"), ("val_loss", "validation_loss")):
+        if row.get(column) is not None:
+            extra[key] = row[column]
+    return extra
+
+
 def _epoch_message(stage: dict, epoch: int, row: dict, kept: bool) -> str:
     message = (
         f"{stage['name']} epoch {epoch}/{stage['epochs']}: loss {row['loss']:.4f}, "
@@ -715,6 +755,8 @@ def _epoch_message(stage: dict, epoch: int, row: dict, kept: bool) -> str:
     )
     if row["val_dice"] is not None:
         message += f", validation Dice {row['val_dice']:.4f}" + (" (best)" if kept else "")
+    if row.get("val_loss") is not None:
+        message += f", held-out loss {row['val_loss']:.4f}" + (" (best)" if kept else "")
     return message
 
 

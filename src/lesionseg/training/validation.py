@@ -1,8 +1,10 @@
-"""Validation by full-volume segmentation: mean Dice over validation cases.
+"""Validation: full-volume segmentation of held-out cases, or the loss on held-out examples.
 
 Each validation case is segmented whole with the same predictor as
 ``lesionseg predict`` (tiled, valid-convolution aware), on the preprocessed grid,
-and compared with its reference labels inside the volume.
+and compared with its reference labels inside the volume (mean Dice). A recipe may
+instead measure the stage's loss on examples its sampler held out (the MSSEG cascade
+holds out 25 % of its patches and stops early on their loss): :func:`held_out_loss`.
 """
 
 from __future__ import annotations
@@ -87,6 +89,37 @@ def validate_graph(
     return mean, per_case
 
 
+def held_out_loss(
+    model: nn.Module, loss_fn: nn.Module, batches, device: torch.device | str = "cpu"
+) -> float:
+    """Mean loss of ``model`` (eval mode: no dropout) over held-out batches.
+
+    Args:
+        model: The network being trained (its mode is restored afterwards).
+        loss_fn: The stage's loss (per batch mean).
+        batches: Iterable of ``{"image", "target"}`` numpy batches.
+        device: Device to run on.
+
+    Returns:
+        The example-weighted mean of the batch losses (NaN for no examples).
+    """
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                image = torch.from_numpy(batch["image"]).to(device)
+                target = torch.from_numpy(batch["target"]).to(device)
+                outputs = model(image)
+                logits = outputs if isinstance(outputs, torch.Tensor) else outputs[0]
+                total += float(loss_fn(logits.float(), target)) * len(image)
+                count += len(image)
+    finally:
+        model.train(was_training)
+    return total / count if count else float("nan")
+
+
 def graph_probabilities(
     graph,
     networks: Mapping[str, nn.Module],
@@ -116,7 +149,8 @@ def graph_probabilities(
         for net in networks.values():
             net.eval()
         image, mask = np.asarray(subject.image), np.asarray(subject.mask)
-        inputs = {n: NetworkInput(m, image, mask, predict) for n, m in networks.items()}
+        names = list(getattr(subject, "channel_names", None) or [])
+        inputs = {n: NetworkInput(m, image, mask, predict, names) for n, m in networks.items()}
         return evaluate(graph, inputs)
     finally:
         for name, net in networks.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,8 @@ def example_shapes(stage: dict, model: nn.Module) -> dict[str, tuple[int, ...]]:
     from lesionseg.sampling import SAMPLERS, ArraySubject
 
     geometry = model.geometry
+    if geometry.patch_size is not None:  # one patch in, one label out, whatever the sampler
+        return {"image": (geometry.input_channels_total, *geometry.patch_size), "target": ()}
     spec = dict(stage["sampler"])
     name = spec.pop("name")
     size = 32
@@ -65,6 +68,12 @@ def example_shapes(stage: dict, model: nn.Module) -> dict[str, tuple[int, ...]]:
     dummy = ArraySubject("dummy", image, label, np.ones_like(label))
     sampler = SAMPLERS.build(name, subjects=[dummy], geometry=geometry, context={}, **spec)
     return sampler.example_shapes()
+
+
+def _epoch_length(stage: dict) -> str:
+    if stage["sampler"].get("order") == "enumerate":
+        return "every example once"
+    return f"{stage['batches_per_epoch']} batches"
 
 
 def layer_table(model: nn.Module, input_shape: tuple[int, ...]) -> list[str]:
@@ -192,8 +201,7 @@ def run(args: argparse.Namespace) -> int:
             lines.append(
                 f"  stage {stage['name']!r}: input {image[0]} × {'×'.join(map(str, image[1:]))}"
                 f" → output {'×'.join(map(str, target)) or 'one value'}; batch "
-                f"{stage['batch_size']}, {stage['batches_per_epoch']} batches × "
-                f"{stage['epochs']} epochs"
+                f"{stage['batch_size']}, {_epoch_length(stage)} × {stage['epochs']} epochs"
             )
             pathway_sizes = getattr(net, "pathway_input_sizes", None)
             if callable(pathway_sizes) and len(target) == len(image) - 1:
@@ -202,5 +210,12 @@ def run(args: argparse.Namespace) -> int:
         if shapes is not None and not args.no_layers:
             lines.append("  layers (one training example):")
             lines += layer_table(net, shapes["image"])
+    predict = recipe.data["predict"]
+    if len(networks) > 1 or not isinstance(predict["graph"], str):
+        lines += ["", f"prediction graph: {json.dumps(predict['graph'])}"]
+    for name, variant in (predict.get("variants") or {}).items():
+        lines.append(
+            f"variant {name!r} (lesionseg predict --variant {name}): {json.dumps(variant)}"
+        )
     print("\n".join(lines))
     return 0

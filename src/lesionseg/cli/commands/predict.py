@@ -92,6 +92,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--amp", action="store_true", help="mixed precision (mainly for CUDA)")
     parser.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass")
+    parser.add_argument(
+        "--variant",
+        default=None,
+        metavar="NAME",
+        help="one of the recipe's prediction variants (its graph and post-processing; "
+        "e.g. gated for the MSSEG cascade's later rule); `lesionseg describe MODEL` lists them",
+    )
     post = parser.add_argument_group("post-processing (overrides the recipe's steps)")
     post.add_argument(
         "--postprocess",
@@ -200,6 +207,8 @@ def run(args: argparse.Namespace) -> int:
         raise LesionsegError("--batch-size must be at least 1")
     postprocess = postprocess_overrides(args)
     models = load_models(args.model, device=device)
+    if args.variant is not None:
+        models = [m.variant(args.variant) for m in models]
     subjects = subjects_from_inputs(
         args.input, required_channels(models), all_cases=args.all, subject_id=args.name
     )
