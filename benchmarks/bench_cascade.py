@@ -101,9 +101,11 @@ def child_lesionseg(path: str, out: str) -> dict:
         inputs = {n: NetworkInput(m, image, mask, run, channels) for n, m in networks.items()}
         probs = evaluate(graph, inputs)
     np.save(out, probs[1][candidates])
-    return {**record, "candidates": int(candidates.sum()), "flops": useful_flops_per_patch(
-        networks["first"]
-    )}
+    return {
+        **record,
+        "candidates": int(candidates.sum()),
+        "flops": useful_flops_per_patch(networks["first"]),
+    }
 
 
 def _plain_forward(model, x):

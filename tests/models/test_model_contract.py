@@ -25,6 +25,7 @@ import_parts()
 
 #: Small widths so that every model runs in a second; a model not listed uses its defaults.
 SMALL = {
+    "brainsegnet": {"widths": [4, 8, 8, 16], "refine_channels": 8},
     "deepmedic": {"widths": [4, 4, 4, 4], "hidden": [8], "subsample_factors": [3]},
     "dunet": {"features": [4, 8, 16, 32], "se_ratio": 2, "slice_context": [2, 1]},
     "patch-cnn": {"widths": [4, 8], "hidden": 8},
@@ -90,6 +91,7 @@ def _sampler_case(name: str):
         "segments": (dense, {"output_size": 4}),
         "candidates": (patch, {"negatives": "A > 0.5 and not lesion"}),
         "slices": (flat, {}),
+        "slabs": (ModelGeometry(3, 2, 2, size_multiple=(8, 8, 1)), {"depth": 5, "size": 8}),
     }.get(name, (dense, {}))
 
 

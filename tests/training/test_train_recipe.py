@@ -80,6 +80,24 @@ def test_defaults_stages_and_overrides(tmp_path):
         ),
         ({"model": {"name": "deepmedic", "widths": "wide"}}, "model"),
         ({"validation": {"every": 0}}, "validation.every"),
+        ({"validation": {"metric": "accuracy"}}, "validation.metric"),
+        ({"validation": {"everyy": 2}}, "validation.everyy"),
+        ({"validation": {"examples": 0}}, "validation.examples"),
+        ({"predict": {"grpah": "main"}}, "predict.grpah"),
+        ({"predict": {"variants": {"v": {"graph": "nope"}}}}, "predict.variants.v.graph"),
+        ({"predict": {"variants": {"v": {"tile": 3}}}}, "predict.variants.v.tile"),
+        (
+            {"predict": {"variants": {"v": {"postprocess": [{"name": "thresh"}]}}}},
+            "predict.variants.v.postprocess[0]",
+        ),
+        (
+            {"predict": {"graph": {"combine": "within", "rule": "lesion", "inputs": ["main"]}}},
+            "predict.graph",
+        ),
+        (
+            {"predict": {"graph": {"combine": "gate", "inputs": ["main"]}}},
+            "predict.graph.inputs",
+        ),
         ({"stages": [{"name": "x", "sampler": {"subjects": []}}]}, "stages[0].sampler.subjects"),
     ],
 )
@@ -90,6 +108,20 @@ def test_errors_name_the_key(tmp_path, change, key):
         load_recipe(_write(tmp_path, data))
     assert key in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_msseg_recipes_keep_the_papers_values():
+    r = load_recipe("msseg-paper")
+    first, maps, second = r.stages()
+    assert r.data["model"]["options"]["widths"] == [32, 64]
+    assert (first["epochs"], second["epochs"]) == (50, 2000)
+    assert second["early_stopping"]["patience"] == 50
+    assert first["optimizer"] == {"name": "adam", "lr": 1e-4}
+    assert first["batch_size"] == 4096 and first["sampler"]["holdout"] == 0.25
+    assert second["sampler"]["negatives"] == "first-maps > 0.5 and brain and not lesion"
+    assert maps["kind"] == "predict" and r.data["validation"]["metric"] == "loss"
+    assert set(r.data["predict"]["variants"]) == {"gated", "first-only"}
+    assert load_recipe("msseg-tiny").data["predict"]["graph"] == r.data["predict"]["graph"]
 
 
 def test_missing_recipe_lists_packaged_ones():

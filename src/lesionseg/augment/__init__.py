@@ -1,7 +1,8 @@
 """Data augmentation: random transforms that draw parameters, deterministic ones that apply them.
 
 Recipes list augmentations by name with their options, e.g.
-``augment: [{name: flip, axes: [0], p: 0.5}, {name: intensity-shift, std: 0.1}]``;
+``augment: [{name: flip, axes: [0], p: 0.5}, {name: intensity-shift, std: 0.1}]``
+(Brain SegNet: ``[{name: intensity-scale}, {name: rot90}, {name: flip, axes: [0, 1]}]``);
 :func:`build_augmentations` turns such a list into a :class:`Compose`.
 """
 
@@ -13,7 +14,9 @@ from typing import Any
 from lesionseg.augment.affine2d import Affine2D, RandomAffine2D
 from lesionseg.augment.base import Compose, RandomTransform, SpatialTransform, Transform
 from lesionseg.augment.flip import Flip, RandomFlip
+from lesionseg.augment.intensity_scale import IntensityScale, RandomIntensityScale
 from lesionseg.augment.intensity_shift import IntensityShift, RandomIntensityShift
+from lesionseg.augment.rot90 import RandomRot90, Rot90
 from lesionseg.errors import LesionsegError
 from lesionseg.registry import Registry
 
@@ -21,6 +24,8 @@ AUGMENTATIONS: Registry = Registry("augmentation")
 AUGMENTATIONS.register("flip")(RandomFlip)
 AUGMENTATIONS.register("intensity-shift")(RandomIntensityShift)
 AUGMENTATIONS.register("affine2d")(RandomAffine2D)
+AUGMENTATIONS.register("intensity-scale")(RandomIntensityScale)
+AUGMENTATIONS.register("rot90")(RandomRot90)
 
 
 def build_augmentations(specs: Sequence[dict[str, Any]] | None, spatial_dims: int = 3) -> Compose:
@@ -53,11 +58,15 @@ __all__ = [
     "Affine2D",
     "Compose",
     "Flip",
+    "IntensityScale",
     "IntensityShift",
     "RandomAffine2D",
     "RandomFlip",
+    "RandomIntensityScale",
     "RandomIntensityShift",
+    "RandomRot90",
     "RandomTransform",
+    "Rot90",
     "SpatialTransform",
     "Transform",
     "build_augmentations",

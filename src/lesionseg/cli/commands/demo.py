@@ -7,13 +7,16 @@ import argparse
 NAME = "demo"
 ORDER = 1
 HELP = "synthesise phantoms, train a tiny model, predict and evaluate held-out subjects"
-DESCRIPTION = """Run the whole pipeline on the embedded phantom data: synthesise an 'ms' data set
-at 2 mm (20 subjects, 4 held out), train deepmedic-tiny, predict the held-out subjects with
-'lesionseg predict', evaluate them and draw them. About 5-15 minutes on a 2-core CPU.
+DESCRIPTION = """Run the whole pipeline on the embedded phantom data: synthesise a phantom data set
+at 2 mm (20 subjects, 4 held out), train the method's small recipe, predict the held-out
+subjects with 'lesionseg predict', evaluate them and draw them. Methods: deepmedic
+(deepmedic-tiny on 'ms'), dunet (dunet-demo on 'stroke-chronic', 28 more training phantoms),
+cascade (msseg-tiny, the MSSEG 2016 cascade, on 'ms'). About 2-15 minutes on a 2-core CPU.
 Steps whose outputs exist are reused; --overwrite redoes everything.
 
-example:
-  lesionseg demo -o lesionseg-demo"""
+examples:
+  lesionseg demo -o lesionseg-demo
+  lesionseg demo -o cascade-demo --method cascade"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
