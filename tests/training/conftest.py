@@ -1,3 +1,4 @@
+import copy
 import json
 import signal
 import subprocess
@@ -103,3 +104,40 @@ def kill_when_checkpointed(argv, env, out, stage, epoch, timeout=300, settle=0.0
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def record_slots(monkeypatch):
+    """Adam's state as each stage starts and as it ends, by stage name."""
+    seen: dict[str, dict] = {}
+    from lesionseg.training.trainer import Trainer
+
+    slot_of = Trainer._slot
+    end_stage = Trainer._end_stage
+
+    def at_start(self, stage, network, first_epoch, use_amp):
+        slot = slot_of(self, stage, network, first_epoch, use_amp)
+        seen[f"start:{stage['name']}"] = copy.deepcopy(slot.state_dict())
+        return slot
+
+    def at_end(self, si, stages, folder, selection):
+        stage = stages[si]
+        seen[f"end:{stage['name']}"] = copy.deepcopy(self.slots[stage["network"]].state_dict())
+        return end_stage(self, si, stages, folder, selection)
+
+    monkeypatch.setattr(Trainer, "_slot", at_start)
+    monkeypatch.setattr(Trainer, "_end_stage", at_end)
+    return seen
+
+
+def assert_equal_states(a, b):
+    """Nested state dicts equal, tensors bit for bit."""
+    import torch
+
+    assert a.keys() == b.keys()
+    for key in a:
+        if isinstance(a[key], dict):
+            assert_equal_states(a[key], b[key])
+        elif isinstance(a[key], torch.Tensor):
+            assert torch.equal(a[key], b[key]), key
+        else:
+            assert a[key] == b[key], key

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import subprocess
@@ -14,8 +13,7 @@ import yaml
 from safetensors.torch import load_file
 
 from lesionseg.training import load_recipe, train
-from lesionseg.training.trainer import Trainer
-from tests.training.conftest import kill_when_checkpointed
+from tests.training.conftest import assert_equal_states, kill_when_checkpointed, record_slots
 
 TINY_MODEL = {"name": "deepmedic", "widths": [4, 4, 4, 4], "hidden": [8]}
 
@@ -38,49 +36,17 @@ def _recipe(tmp_path, second: dict, validation: dict | None = None):
     return load_recipe(path)
 
 
-def _record_slots(monkeypatch):
-    """Adam's state as each stage starts and as it ends, by stage name."""
-    seen: dict[str, dict] = {}
-    slot_of = Trainer._slot
-    end_stage = Trainer._end_stage
-
-    def at_start(self, stage, network, first_epoch, use_amp):
-        slot = slot_of(self, stage, network, first_epoch, use_amp)
-        seen[f"start:{stage['name']}"] = copy.deepcopy(slot.state_dict())
-        return slot
-
-    def at_end(self, si, stages, folder, selection):
-        stage = stages[si]
-        seen[f"end:{stage['name']}"] = copy.deepcopy(self.slots[stage["network"]].state_dict())
-        return end_stage(self, si, stages, folder, selection)
-
-    monkeypatch.setattr(Trainer, "_slot", at_start)
-    monkeypatch.setattr(Trainer, "_end_stage", at_end)
-    return seen
-
-
-def _assert_equal_states(a, b):
-    assert a.keys() == b.keys()
-    for key in a:
-        if isinstance(a[key], dict):
-            _assert_equal_states(a[key], b[key])
-        elif isinstance(a[key], torch.Tensor):
-            assert torch.equal(a[key], b[key]), key
-        else:
-            assert a[key] == b[key], key
-
-
 def test_continue_keeps_adam_state_and_the_model_comes_from_the_last_stage(
     toy_dataset, tmp_path, monkeypatch
 ):
-    seen = _record_slots(monkeypatch)
+    seen = record_slots(monkeypatch)
     recipe = _recipe(tmp_path, {"optimizer": "continue", "loss": {"name": "focal"}})
     assert recipe.stages()[1]["continue_optimizer"] is True
     out = tmp_path / "m"
     train(recipe, toy_dataset, out, device="cpu", progress=False, cache=tmp_path / "c")
     end, start = seen["end:easy"], seen["start:hard"]
     assert end["optimizer"]["state"], "Adam has moments after stage 1"
-    _assert_equal_states(start, end)
+    assert_equal_states(start, end)
     assert start["epochs_done"] == 2  # the schedule goes on where it was
     # selection is per stage: the kept model is the best of stage 2 (epochs 3-4)
     config = json.loads((out / "config.json").read_text())
@@ -88,7 +54,7 @@ def test_continue_keeps_adam_state_and_the_model_comes_from_the_last_stage(
 
 
 def test_without_continue_a_stage_starts_a_fresh_optimiser(toy_dataset, tmp_path, monkeypatch):
-    seen = _record_slots(monkeypatch)
+    seen = record_slots(monkeypatch)
     recipe = _recipe(tmp_path, {"loss": {"name": "focal"}}, validation={"cases": 0})
     out = tmp_path / "m"
     train(recipe, toy_dataset, out, device="cpu", progress=False, cache=tmp_path / "c")

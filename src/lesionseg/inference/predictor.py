@@ -43,9 +43,9 @@ from lesionseg.inference.tiling import (
     SamePlan,
     ValidPlan,
     choose_tile_size,
-    gaussian_weight,
     plan_same,
     plan_valid,
+    tile_weight,
     tiles_with_brain,
 )
 from lesionseg.models.geometry import ModelGeometry
@@ -187,16 +187,14 @@ def _predict_same(
     padded = PaddedVolume(image, _same_padding(plan, spatial), "constant")
     # The parts of tiles past the volume's end hold no brain (as if the mask were padded).
     starts = tiles_with_brain(plan.starts, plan.tile, None if mask is None else mask > 0)
-    if len(plan.starts) == 1:
-        weight = np.ones(plan.tile, dtype=np.float32)
-    else:
-        weight = gaussian_weight(plan.tile)
-    # Blended at the volume's shape: what falls in the padding is never read.
+    # Blended at the volume's shape: what falls in the padding is never read. Along axes
+    # with an exact halo (Brain SegNet's slices) only a tile's exact part counts, so the
+    # result equals the whole volume's; elsewhere overlapping tiles are Gaussian-blended.
     acc = np.zeros((num_outputs(geometry), *spatial), dtype=np.float32)
     norm = np.zeros(spatial, dtype=np.float32)
     for st, p in _tile_probabilities(run, padded, starts, plan.tile, batch_size):
         into, within = _in_volume(st, plan.tile, spatial)
-        w = weight[within[1:]]
+        w = tile_weight(plan, geometry, st)[within[1:]]
         acc[into] += p[within] * w
         norm[into[1:]] += w
     covered = norm > 0

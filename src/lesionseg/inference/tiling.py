@@ -181,6 +181,9 @@ def plan_same(
 ) -> SamePlan:
     """Padding and overlapping tiles for a same-padded model.
 
+    Along an axis with an exact halo ``h`` (``geometry.exact_halo``) neighbouring tiles
+    overlap by at least ``2h``, so that every voxel lies in the exact part of some tile.
+
     Args:
         shape: Spatial shape of the volume.
         geometry: The model's geometry.
@@ -198,14 +201,54 @@ def plan_same(
         tile = tuple(min(round_up(t, m), w) for t, m, w in zip(wanted, multiple, whole))
     padded = tuple(max(w, t) for w, t in zip(whole, tile))
     per_axis = []
-    for total, t in zip(padded, tile):
+    for total, t, halo in zip(padded, tile, geometry.exact_halo):
         if t >= total:
             per_axis.append([0])
             continue
         step = max(1, int(t * (1 - overlap)))
+        if halo is not None and t > 2 * halo:
+            step = min(step, t - 2 * halo)
         count = math.ceil((total - t) / step) + 1
         per_axis.append(sorted({round(i * (total - t) / (count - 1)) for i in range(count)}))
     return SamePlan(shape, padded, tile, tuple(itertools.product(*per_axis)))
+
+
+def exact_axes(plan: SamePlan, geometry: ModelGeometry) -> list[bool]:
+    """Axes whose tiles are combined exactly: tiled, with a halo the tile can hold twice."""
+    return [
+        halo is not None and t < total and t > 2 * halo
+        for t, total, halo in zip(plan.tile, plan.padded_shape, geometry.exact_halo)
+    ]
+
+
+def tile_weight(plan: SamePlan, geometry: ModelGeometry, start: Sequence[int]) -> np.ndarray:
+    """Blending weight of the tile at ``start``.
+
+    Along exact axes: 1 where the tile's output equals the whole volume's (at least the
+    halo from an inner border; the volume's own borders are no inner borders), 0 elsewhere;
+    along the others the Gaussian of :func:`gaussian_weight`.
+    """
+    exact = exact_axes(plan, geometry)
+    if not any(exact):  # the usual blending (nnU-Net's and MONAI's Gaussian)
+        if len(plan.starts) == 1:
+            return np.ones(plan.tile, dtype=np.float32)
+        return gaussian_weight(plan.tile)
+    axes = []
+    for axis, (t, total, halo) in enumerate(zip(plan.tile, plan.padded_shape, geometry.exact_halo)):
+        if exact[axis]:
+            w = np.zeros(t, np.float32)
+            lo = 0 if start[axis] == 0 else halo
+            hi = t if start[axis] + t >= total else t - halo
+            w[lo:hi] = 1.0
+        elif len({s[axis] for s in plan.starts}) == 1:
+            w = np.ones(t, np.float32)
+        else:
+            w = gaussian_weight((t,))
+        axes.append(w)
+    weight = axes[0]
+    for a in axes[1:]:
+        weight = np.multiply.outer(weight, a)
+    return weight.astype(np.float32)
 
 
 def gaussian_weight(tile: Sequence[int], sigma_scale: float = 0.125) -> np.ndarray:
@@ -271,6 +314,29 @@ def activation_bytes(
     return int(itemsize * (math.prod(input_shape) + 3 * largest[0]))
 
 
+def _exact_tile(whole, geometry: ModelGeometry, fits) -> tuple[int, ...] | None:
+    """The largest fitting tile cut along one exact-halo axis only (others whole), or None.
+
+    Such tiles combine exactly (see :func:`tile_weight`), so they are tried before cubes.
+    """
+    for axis, halo in enumerate(geometry.exact_halo):
+        if halo is None:
+            continue
+        m = geometry.size_multiple[axis]
+        lo, hi = round_up(2 * halo + 1, m) // m, whole[axis] // m - 1  # in multiples of m
+
+        def tile(k: int, axis: int = axis, m: int = m) -> tuple[int, ...]:
+            return tuple(k * m if a == axis else w for a, w in enumerate(whole))
+
+        if hi < lo or not fits(tile(lo)):
+            continue
+        while lo < hi:  # the largest k that fits
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if fits(tile(mid)) else (lo, mid - 1)
+        return tile(lo)
+    return None
+
+
 def choose_tile_size(
     model: nn.Module,
     shape: Sequence[int],
@@ -283,7 +349,8 @@ def choose_tile_size(
     Valid-convolution models: the largest cubic tile up to the model's preferred
     ``geometry.inference_tile`` (else the volume) whose estimated activations
     fit in :data:`MEMORY_SHARE` of the free memory. Same-padded models: None (whole
-    volume) if it fits, else the largest fitting cube.
+    volume) if it fits; else, for a model with an exact halo along an axis, the largest
+    tile cut along that axis only (combined exactly); else the largest fitting cube.
 
     Returns:
         Per-axis output tile size, or None for the whole volume.
@@ -317,6 +384,9 @@ def choose_tile_size(
         whole = tuple(round_up(s, m) for s, m in zip(shape, geometry.size_multiple))
         if fits(whole):
             return None
+        exact = _exact_tile(whole, geometry, fits)
+        if exact is not None:
+            return exact
         start = round_up(min(MAX_AUTO_TILE, max(whole)), multiple)
 
     def tile_of(size: int) -> tuple[int, ...]:

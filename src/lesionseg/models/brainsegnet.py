@@ -238,13 +238,23 @@ class BrainSegNet(nn.Module):
         self.classifier = nn.Conv3d(refine_channels, num_classes, 1)
         self.apply(he_normal_)
         multiple = 2 ** (len(widths) - 1)
+        # Along the slice axis nothing is strided or up-sampled, so an output voxel sees at
+        # most the sum of the convolutions' half-widths there (20 slices for the paper's
+        # network): a sub-volume cut along that axis, with that margin, predicts exactly as
+        # the whole volume (tested). In-plane the reach covers the whole plane.
+        reach = sum(
+            m.dilation[slice_axis] * (m.kernel_size[slice_axis] - 1) // 2
+            for m in self.modules()
+            if isinstance(m, nn.Conv3d)
+        )
         self.geometry = ModelGeometry(
             spatial_dims=3,
             in_channels=in_channels,
             num_classes=num_classes,
             size_multiple=tuple(1 if axis == slice_axis else multiple for axis in range(3)),
             output_activation="softmax",
-            slice_axis=slice_axis,  # informative only: 3D models are predicted in tiles
+            slice_axis=slice_axis,
+            exact_halo=tuple(reach if axis == slice_axis else None for axis in range(3)),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -42,6 +42,12 @@ class ModelGeometry:
         receptive_fields: Receptive field (voxels per axis, full resolution) per pathway,
             as ``(name, voxels)`` pairs.
         inference_tile: Preferred output tile side for CPU inference, or None.
+        exact_halo: For same-padded models, per axis, how many voxels from a tile's inner
+            border its outputs can differ from the whole volume's (the receptive radius
+            along an axis that is never down-sampled, such as Brain SegNet's slice axis),
+            or None where that reach is unbounded or unknown. Tiles along an axis with a
+            halo are combined exactly (each voxel from a tile where it lies at least the
+            halo from an inner border); along the others they are blended.
     """
 
     spatial_dims: int
@@ -56,12 +62,15 @@ class ModelGeometry:
     input_scales: tuple[int, ...] = (1,)
     receptive_fields: tuple[tuple[str, int], ...] = ()
     inference_tile: int | None = None
+    exact_halo: tuple[int | None, ...] = ()
 
     def __post_init__(self):
         if not self.context:
             object.__setattr__(self, "context", (1,) * self.spatial_dims)
         if not self.size_multiple:
             object.__setattr__(self, "size_multiple", (1,) * self.spatial_dims)
+        if not self.exact_halo:
+            object.__setattr__(self, "exact_halo", (None,) * self.spatial_dims)
 
     @property
     def is_valid_convolution(self) -> bool:

@@ -36,7 +36,12 @@ METHODS = {
     "deepmedic": ("ms", "deepmedic-tiny"),
     "dunet": ("stroke-chronic", "dunet-demo"),
     "cascade": ("ms", "msseg-tiny"),
+    "brainsegnet": ("tumor", "brainsegnet-brats-tiny"),
 }
+
+#: Method → (merged regions of ``lesionseg evaluate``, the region whose Dice the demo
+#: reports); methods not listed report their single lesion label.
+REGIONS = {"brainsegnet": ("brats", "whole")}
 
 #: Method → training phantoms added after the ``subjects`` phantoms (ids ``subjects``,
 #: ``subjects + 1``, ...; the held-out split is unchanged). D-UNet's chronic-stroke
@@ -80,8 +85,18 @@ def _dice(pred: np.ndarray, ref: np.ndarray) -> float:
     return 1.0 if denom == 0 else 2.0 * int((p & r).sum()) / denom
 
 
-def _evaluate(pred_dir: Path, data_dir: Path, out: Path, cases: list[str]) -> dict[str, float]:
-    """Dice per case through the evaluation API (plain Dice if it is not installed)."""
+def _evaluate(
+    pred_dir: Path,
+    data_dir: Path,
+    out: Path,
+    cases: list[str],
+    regions: tuple[str, str] | None = None,
+) -> dict[str, float]:
+    """Dice per case through the evaluation API (plain Dice if it is not installed).
+
+    ``regions``: a scheme of merged regions and the region reported (the tumour's whole
+    tumour), or None for the lesion label.
+    """
     try:
         from lesionseg.evaluation import evaluate
         from lesionseg.evaluation.outputs import write_outputs
@@ -95,12 +110,14 @@ def _evaluate(pred_dir: Path, data_dir: Path, out: Path, cases: list[str]) -> di
             )
             for c in cases
         }
-    result = evaluate(pred_dir, data_dir / "labelsTs")
+    scheme, reported = regions if regions else (None, None)
+    result = evaluate(pred_dir, data_dir / "labelsTs", regions=scheme)
     write_outputs(result, out, overwrite=True)
     dice: dict[str, float] = {}
-    regions = {str(r.get("region")) for r in result.rows}
-    for row in result.rows:  # binary tasks: the lesion label's row of each case
-        if len(regions) == 1 or str(row.get("region")) in ("label1", "1", "lesion"):
+    found = {str(r.get("region")) for r in result.rows}
+    wanted = (reported,) if reported else ("label1", "1", "lesion")
+    for row in result.rows:  # the lesion label's (or the reported region's) row of each case
+        if len(found) == 1 or str(row.get("region")) in wanted:
             dice[str(row["case"])] = float(row["dice"])
     return dice
 
@@ -270,7 +287,7 @@ def run_demo(
 
     tic = time.perf_counter()
     _say(f"[4/4] evaluating against the reference labels into {evaluation}")
-    result.dice = _evaluate(preds, data, evaluation, cases)
+    result.dice = _evaluate(preds, data, evaluation, cases, REGIONS.get(method))
     channel = json.loads((data / "dataset.json").read_text())["channel_names"]
     channel_names = [channel[k] for k in sorted(channel, key=int)]
     main_channel = "FLAIR" if "FLAIR" in channel_names else channel_names[0]
