@@ -141,3 +141,16 @@ def assert_equal_states(a, b):
             assert torch.equal(a[key], b[key]), key
         else:
             assert a[key] == b[key], key
+
+
+def resume_in_subprocess(out, env) -> None:
+    """``lesionseg train --resume OUT`` in a fresh process; it must succeed."""
+    import sys
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "lesionseg", "train", "--resume", str(out), "--quiet"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]

@@ -18,6 +18,7 @@ from tests.training.conftest import (
     assert_equal_states,
     kill_when_checkpointed,
     record_slots,
+    resume_in_subprocess,
     write_toy_dataset,
 )
 
@@ -83,13 +84,7 @@ def test_sigkill_in_stage_three_then_resume_is_exact(tumour_toy, tmp_path):
     kill_when_checkpointed([*base, "-o", str(out), *common], env, out, 2, 1)
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert state["stage"] == 2 and 1 <= state["epoch"] < 3
-    resumed = subprocess.run(
-        [sys.executable, "-m", "lesionseg", "train", "--resume", str(out), "--quiet"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    resume_in_subprocess(out, env)
     a = load_file(str(tmp_path / "full" / "model.safetensors"))
     b = load_file(str(out / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

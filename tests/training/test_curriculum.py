@@ -13,7 +13,12 @@ import yaml
 from safetensors.torch import load_file
 
 from lesionseg.training import load_recipe, train
-from tests.training.conftest import assert_equal_states, kill_when_checkpointed, record_slots
+from tests.training.conftest import (
+    assert_equal_states,
+    kill_when_checkpointed,
+    record_slots,
+    resume_in_subprocess,
+)
 
 TINY_MODEL = {"name": "deepmedic", "widths": [4, 4, 4, 4], "hidden": [8]}
 
@@ -105,13 +110,7 @@ def test_sigkill_in_a_continued_stage_then_resume_is_exact(toy_dataset, tmp_path
     stale = out / "last" / ".lesionseg-tmp-model.k1ll.safetensors"
     stale.parent.mkdir(exist_ok=True)
     stale.write_bytes(b"half-written")
-    resumed = subprocess.run(
-        [sys.executable, "-m", "lesionseg", "train", "--resume", str(out), "--quiet"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    resume_in_subprocess(out, env)
     assert not stale.exists()
     for name in ("model.safetensors", "last/model.safetensors"):
         a, b = load_file(str(tmp_path / "full" / name)), load_file(str(out / name))

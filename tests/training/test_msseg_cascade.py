@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
 import cc3d
@@ -19,7 +18,7 @@ from lesionseg.data.dataset import load_dataset
 from lesionseg.inference.predictor import predict_volume
 from lesionseg.models.io import load_model
 from lesionseg.preprocess import PreprocessConfig, preprocess_subject
-from tests.training.conftest import kill_when_checkpointed, write_toy_dataset
+from tests.training.conftest import kill_when_checkpointed, resume_in_subprocess, write_toy_dataset
 
 CONTRASTS = {"FLAIR": 60.0, "PD": 30.0, "T2": 40.0, "T1": -20.0}
 SMALL = [
@@ -124,13 +123,7 @@ def test_sigkill_in_stage_two_then_resume_is_exact(ms_toy, cascade, tmp_path):
     kill_when_checkpointed([*base, "-o", str(out), *common], env, out, 2, 1)
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert state["stage"] == 2 and 1 <= state["epoch"] < 3
-    resumed = subprocess.run(
-        [sys.executable, "-m", "lesionseg", "train", "--resume", str(out), "--quiet"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    resume_in_subprocess(out, env)
     for name in ("model.safetensors", "networks/first/model.safetensors"):
         a, b = load_file(str(cascade / name)), load_file(str(out / name))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
