@@ -124,6 +124,29 @@ def test_msseg_recipes_keep_the_papers_values():
     assert load_recipe("msseg-tiny").data["predict"]["graph"] == r.data["predict"]["graph"]
 
 
+@pytest.mark.parametrize(
+    "name, depth, size",
+    [
+        ("brainsegnet-brats", 12, 128),
+        ("brainsegnet-isles", 7, 96),
+        ("brainsegnet-brats-tiny", 6, 48),
+        ("brainsegnet-isles-tiny", 7, 48),
+    ],
+)
+def test_brainsegnet_recipes_are_the_three_stage_curriculum(name, depth, size):
+    r = load_recipe(name)
+    stages = r.stages()
+    assert [s["sampler"]["augment_probability"] for s in stages] == [0.0, 0.5, 0.75]
+    assert [s["loss"]["name"] for s in stages] == ["cross_entropy", "cross_entropy", "focal"]
+    assert [s["continue_optimizer"] for s in stages] == [False, True, True]
+    assert {s["select"] for s in stages} == {"last"}
+    assert len({s["epochs"] for s in stages}) == 1  # stages of equal length
+    assert (stages[0]["sampler"]["depth"], stages[0]["sampler"]["size"]) == (depth, size)
+    if not name.endswith("tiny"):
+        assert stages[0]["optimizer"] == {"name": "adam", "lr": 1e-4}
+        assert stages[0]["batch_size"] == 40 and stages[0]["epochs"] == 500
+
+
 def test_missing_recipe_lists_packaged_ones():
     with pytest.raises(LesionsegError, match="deepmedic-tiny"):
         load_recipe("no-such-recipe")
