@@ -61,6 +61,16 @@ def test_paper_widths_forward_backward_on_a_small_slab():
     assert missing == []
 
 
+def test_paper_network_forward_backward_on_the_isles_slab():
+    """The paper's widths on its 7×96×96 ISLES slab (the BRATS slab is the benchmark's)."""
+    torch.manual_seed(0)
+    model = BrainSegNet(2, 2).train()
+    out = model(torch.randn(1, 2, 96, 96, 7))
+    assert out.shape == (1, 2, 96, 96, 7)
+    out.square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
 @pytest.mark.parametrize(
     "in_channels,num_classes,slab", [(4, 5, (128, 128, 12)), (2, 2, (96, 96, 7))]
 )
