@@ -12,6 +12,7 @@ from lesionseg.models import MODELS
 from lesionseg.models.brainsegnet import BrainSegNet, RefineUnit
 from lesionseg.models.builder import ModelSpec, build_model
 from lesionseg.models.counting import param_count
+from tests.models.steps import adam_losses
 
 #: Reduced widths for the backward passes on the paper's slab sizes: with the paper widths
 #: one forward/backward pass takes about 4 s (7×96×96) and 12 s (12×128×128) on a CPU core,
@@ -174,13 +175,5 @@ def test_a_few_adam_steps_on_a_bright_blob_reduce_the_loss():
     model = build_model(
         ModelSpec("brainsegnet", {"widths": [4, 8, 8, 8], "refine_channels": 8}), 2, 2, seed=0
     )
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    losses = []
-    for _ in range(20):
-        loss = F.cross_entropy(model(xt), yt)
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        losses.append(float(loss.detach()))
+    losses = adam_losses(model, x, y, steps=20, lr=1e-2)
     assert losses[-1] < 0.5 * losses[0]

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from lesionseg.models.builder import ModelSpec, build_model
 from lesionseg.models.patch_cnn import PatchCNN
+from tests.models.steps import adam_losses
 
 
 def test_paper_network_has_the_papers_715k_parameters():
@@ -67,14 +68,5 @@ def test_a_few_steps_on_a_tiny_phantom_reduce_the_loss():
         2,
         seed=0,
     )
-    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    losses = []
-    for _ in range(25):
-        loss = F.cross_entropy(model(xt), yt)
-        optimiser.zero_grad()
-        loss.backward()
-        assert all(p.grad is not None for p in model.parameters())
-        optimiser.step()
-        losses.append(float(loss.detach()))
+    losses = adam_losses(model, x, y, steps=25, lr=3e-3)
     assert losses[-1] < 0.5 * losses[0]

@@ -13,4 +13,4 @@ MODELS: Registry = Registry("model")
 __all__ = ["MODELS", "ModelGeometry"]
 
 # Register the architectures (import after MODELS exists; each module registers itself).
-from lesionseg.models import brainsegnet, deepmedic, dunet, patch_cnn, unet  # noqa: E402, F401
+from lesionseg.models import brainsegnet, deepmedic, dunet, edd, muscle, patch_cnn, unet  # noqa: E402, F401
