@@ -43,8 +43,11 @@ class GraphInput(Protocol):
     def dense(self, where: np.ndarray | None = None) -> np.ndarray:
         """``(K, *spatial)`` probabilities; ``where`` (bool) limits the voxels that matter."""
 
-    def at(self, points: np.ndarray) -> np.ndarray:
-        """``(N, K)`` probabilities of a patch classifier at ``(N, 3)`` voxel centres."""
+    def at(self, points: np.ndarray, probability: np.ndarray | None = None) -> np.ndarray:
+        """``(N, K)`` probabilities of a patch classifier at ``(N, 3)`` voxel centres.
+
+        ``probability`` is a segmenter's foreground map, for classifiers that read it.
+        """
 
     @property
     def subject(self):
@@ -186,7 +189,7 @@ def rescore_components(
     centres = np.round(np.asarray(stats["centroids"])[small]).astype(np.int64)
     # each component's instance probability q, looked up per voxel (0.5: no change)
     q = np.full(len(sizes), 0.5, np.float32)
-    q[small] = inputs[1].at(centres)[:, 1]
+    q[small] = inputs[1].at(centres, probability=probs[1])[:, 1]
     voxels = np.isin(labels, small)
     probs[1][voxels] = bayes_fusion(probs[1][voxels], q[labels[voxels]])
     probs[0] = 1.0 - probs[1]

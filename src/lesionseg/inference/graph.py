@@ -121,11 +121,15 @@ class NetworkInput:
             return self.restricted(where).dense()
         return self.predict(self.model, self.image, self.mask)
 
-    def at(self, points: np.ndarray) -> np.ndarray:
-        """A patch classifier's probabilities at voxel centres (zeros outside the image)."""
+    def at(self, points: np.ndarray, probability: np.ndarray | None = None) -> np.ndarray:
+        """A patch classifier's probabilities at voxel centres (zeros outside the image).
+
+        ``probability``: the foreground map of the graph's segmenter, for a classifier whose
+        input includes it (MUSCLE Net).
+        """
         from lesionseg.inference.patches import classify_at
 
-        return classify_at(self.model, self.image, points)
+        return classify_at(self.model, self.image, points, probability)
 
 
 @dataclass
@@ -147,7 +151,7 @@ class SubgraphInput:
         """The image the node's networks see, as a label-free subject."""
         return next(iter(self.inputs.values())).subject
 
-    def at(self, points: np.ndarray) -> np.ndarray:
+    def at(self, points: np.ndarray, probability: np.ndarray | None = None) -> np.ndarray:
         """Only a network can classify patches."""
         raise LesionsegError(
             f"combiner {self.node['combine']!r} cannot be asked for patches; give a network"

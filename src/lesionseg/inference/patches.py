@@ -102,15 +102,28 @@ def classify_points(
     return out
 
 
-def classify_at(model: nn.Module, image: np.ndarray, points: np.ndarray) -> np.ndarray:
+def classify_at(
+    model: nn.Module,
+    image: np.ndarray,
+    points: np.ndarray,
+    probability: np.ndarray | None = None,
+) -> np.ndarray:
     """``(N, K)`` probabilities of a patch classifier at ``(N, D)`` voxel centres.
 
+    A classifier whose geometry lists ``patch_scales`` (MUSCLE Net) reads, within each
+    centre's slice, image patches at those scales resized to its patch and the patch of
+    ``probability`` (:mod:`lesionseg.inference.multiscale`); any other reads the patch of
+    the image.
+
     Raises:
-        LesionsegError: The model is not a patch classifier of this dimensionality.
+        LesionsegError: The model is not a patch classifier of this dimensionality, or a
+            multi-scale one without ``probability``.
     """
     from lesionseg.inference.predictor import num_outputs, to_probabilities
 
     geometry = model.geometry
+    if getattr(geometry, "patch_scales", None):
+        return _classify_multiscale(model, image, points, probability)
     if geometry.patch_size is None or len(geometry.patch_size) != image.ndim - 1:
         raise LesionsegError(
             f"this model is not a {image.ndim - 1}D patch classifier: it cannot score components"
@@ -125,3 +138,32 @@ def classify_at(model: nn.Module, image: np.ndarray, points: np.ndarray) -> np.n
     k = num_outputs(geometry)
     batch = patch_batch_size(model, device)
     return classify_points(run, image, points, geometry.patch_size, k, batch)
+
+
+def _classify_multiscale(model, image, points, probability) -> np.ndarray:
+    """A multi-scale 2D classifier on slice patches of a volume (MUSCLE Net)."""
+    from lesionseg.inference.multiscale import multiscale_patches_3d
+    from lesionseg.inference.predictor import num_outputs, to_probabilities
+
+    geometry = model.geometry
+    if probability is None:
+        raise LesionsegError(
+            "this classifier reads a segmenter's probabilities: give it as the second input "
+            "of rescore-components"
+        )
+    device = next(model.parameters()).device
+    out = []
+    batch = patch_batch_size(model, device)
+    with torch.no_grad():
+        for start in range(0, len(points), batch):
+            inputs = multiscale_patches_3d(
+                image,
+                probability,
+                points[start : start + batch],
+                slice_axis=geometry.slice_axis,
+                sizes=geometry.patch_scales,
+                out_size=geometry.patch_size[0],
+            )
+            logits = model(torch.from_numpy(inputs).to(device))
+            out.append(to_probabilities(logits, geometry).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, num_outputs(geometry)), np.float32)
