@@ -100,6 +100,7 @@ def _sampler_case(name: str):
         "candidates": (patch, {"negatives": "A > 0.5 and not lesion"}),
         "slices": (flat, {}),
         "slabs": (ModelGeometry(3, 2, 2, size_multiple=(8, 8, 1)), {"depth": 5, "size": 8}),
+        "components": (_build("muscle").geometry, {"source": "A", "threshold": 1.5}),
     }.get(name, (dense, {}))
 
 
