@@ -164,3 +164,28 @@ def test_rejects_3d_models_and_bad_options():
     # sizes are rounded up to the model's multiple
     sampler = SAMPLERS.build("slices", subjects=[subject], geometry=PLAIN, size=[10, 13])
     assert sampler.size == (12, 16)
+
+
+def test_uniform_lesion_position_puts_the_lesion_pixel_anywhere_in_the_window():
+    """EDD Net's patches: the lesion pixel at a uniformly drawn place, not the centre."""
+    label = np.zeros((32, 32, 3), np.uint8)
+    label[13, 18, 1] = 1  # one lesion pixel: the drawn one
+    subject = ArraySubject("a", label[None].astype(np.float32), label, np.ones_like(label))
+    sampler = SAMPLERS.build(
+        "slices", subjects=[subject], geometry=PLAIN, size=8, lesion_probability=1.0,
+        lesion_position="uniform",
+    )  # fmt: skip
+    counts = np.zeros((8, 8), int)
+    rng = np.random.default_rng(0)
+    for _ in range(3200):
+        target = sampler.draw(rng)["target"]
+        ((u, v),) = np.argwhere(target > 0)
+        counts[u, v] += 1
+    assert counts.min() > 20 and counts.max() < 90  # about 50 each: every position drawn
+    centred = SAMPLERS.build(
+        "slices", subjects=[subject], geometry=PLAIN, size=8, lesion_probability=1.0
+    )
+    positions = {tuple(np.argwhere(centred.draw(rng)["target"] > 0)[0]) for _ in range(50)}
+    assert positions == {(3, 3)}  # the default keeps it at the middle
+    with pytest.raises(ValueError, match="lesion_position"):
+        SAMPLERS.build("slices", subjects=[subject], geometry=PLAIN, lesion_position="random")

@@ -99,6 +99,10 @@ class SliceSampler(Sampler):
         lesion_probability: Probability that the target slice contains lesion (label > 0);
             None draws every slice with equal probability.
         brain_only: Draw only slices that contain brain (mask > 0).
+        lesion_position: Where a lesion slice's window puts its drawn lesion pixel:
+            ``"centre"`` (the window's middle, kept inside the slice) or ``"uniform"`` (a
+            position drawn uniformly in the window, which may then reach past the slice and
+            is padded: EDD Net's patches, "placed at a random position in the patch").
         pad_value: Image value outside the volume.
         pad_label: Label value outside the volume.
         **kwargs: Passed to :class:`~lesionseg.sampling.base.Sampler` (augment, ...).
@@ -116,11 +120,17 @@ class SliceSampler(Sampler):
         size: int | Sequence[int] | None = None,
         lesion_probability: float | None = None,
         brain_only: bool = True,
+        lesion_position: str = "centre",
         pad_value: float = 0.0,
         pad_label: int = 0,
         **kwargs: Any,
     ):
         super().__init__(subjects, geometry, **kwargs)
+        if lesion_position not in ("centre", "uniform"):
+            raise ValueError(
+                f"lesion_position must be 'centre' or 'uniform', got {lesion_position!r}"
+            )
+        self.lesion_position = lesion_position
         if geometry.spatial_dims != 2:
             raise ValueError(
                 f"the slices sampler serves 2D models; this model is {geometry.spatial_dims}D "
@@ -224,6 +234,8 @@ class SliceSampler(Sampler):
         for d, (n, z) in enumerate(zip(shape, self.size)):
             if n <= z:
                 start.append(-((z - n) // 2))
+            elif centre is not None and self.lesion_position == "uniform":
+                start.append(int(centre[d]) - int(rng.integers(z)))
             elif centre is not None:
                 start.append(int(np.clip(int(centre[d]) - (z - 1) // 2, 0, n - z)))
             else:
