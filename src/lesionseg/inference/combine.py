@@ -28,10 +28,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-import cc3d
 import numpy as np
 
 from lesionseg.errors import LesionsegError
+from lesionseg.postprocess.components import small_components
 from lesionseg.registry import Registry
 
 COMBINERS: Registry = Registry("combiner")
@@ -141,24 +141,6 @@ def bayes_fusion(pixel: np.ndarray, instance: np.ndarray | float) -> np.ndarray:
     return np.where(denominator > 0, agree / safe, 0.5).astype(np.float32)
 
 
-def _components(mask: np.ndarray, slice_axis: int | None, connectivity: int) -> np.ndarray:
-    """Connected components in 3D, or per slice along ``slice_axis`` (ids unique overall)."""
-    if slice_axis is None:
-        return cc3d.connected_components(mask, connectivity=connectivity)
-    labels = np.zeros(mask.shape, np.int64)
-    offset = 0
-    planar = {26: 8, 18: 8, 6: 4}.get(connectivity, connectivity)
-    for index in range(mask.shape[slice_axis]):
-        cut = [slice(None)] * mask.ndim
-        cut[slice_axis] = index
-        plane = cc3d.connected_components(
-            np.ascontiguousarray(mask[tuple(cut)]), connectivity=planar
-        )
-        labels[tuple(cut)] = np.where(plane > 0, plane + offset, 0)
-        offset += int(plane.max())
-    return labels
-
-
 @COMBINERS.register("rescore-components")
 def rescore_components(
     inputs: Sequence[GraphInput],
@@ -180,15 +162,12 @@ def rescore_components(
     probs = inputs[0].dense().astype(np.float32, copy=True)
     if probs.shape[0] != 2:
         raise LesionsegError("rescore-components needs a binary (2-class) segmenter")
-    labels = _components(probs[1] > threshold, slice_axis, connectivity)
-    stats = cc3d.statistics(labels)  # one pass for every component's size and centroid
-    sizes = np.asarray(stats["voxel_counts"])
-    small = np.array([i for i in range(1, len(sizes)) if 0 < sizes[i] < max_size], np.int64)
+    mask = probs[1] > threshold
+    labels, small, centres = small_components(mask, max_size, slice_axis, connectivity)
     if not len(small):
         return probs
-    centres = np.round(np.asarray(stats["centroids"])[small]).astype(np.int64)
     # each component's instance probability q, looked up per voxel (0.5: no change)
-    q = np.full(len(sizes), 0.5, np.float32)
+    q = np.full(int(labels.max()) + 1, 0.5, np.float32)
     q[small] = inputs[1].at(centres, probability=probs[1])[:, 1]
     voxels = np.isin(labels, small)
     probs[1][voxels] = bayes_fusion(probs[1][voxels], q[labels[voxels]])

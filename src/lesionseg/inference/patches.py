@@ -122,12 +122,6 @@ def classify_at(
     from lesionseg.inference.predictor import num_outputs, to_probabilities
 
     geometry = model.geometry
-    if getattr(geometry, "patch_scales", None):
-        return _classify_multiscale(model, image, points, probability)
-    if geometry.patch_size is None or len(geometry.patch_size) != image.ndim - 1:
-        raise LesionsegError(
-            f"this model is not a {image.ndim - 1}D patch classifier: it cannot score components"
-        )
     device = next(model.parameters()).device
 
     def run(batch: np.ndarray) -> np.ndarray:
@@ -137,33 +131,35 @@ def classify_at(
 
     k = num_outputs(geometry)
     batch = patch_batch_size(model, device)
+    if getattr(geometry, "patch_scales", None):
+        return _classify_multiscale(run, geometry, image, points, probability, k, batch)
+    if geometry.patch_size is None or len(geometry.patch_size) != image.ndim - 1:
+        raise LesionsegError(
+            f"this model is not a {image.ndim - 1}D patch classifier: it cannot score components"
+        )
     return classify_points(run, image, points, geometry.patch_size, k, batch)
 
 
-def _classify_multiscale(model, image, points, probability) -> np.ndarray:
+def _classify_multiscale(run, geometry, image, points, probability, k, batch) -> np.ndarray:
     """A multi-scale 2D classifier on slice patches of a volume (MUSCLE Net)."""
     from lesionseg.inference.multiscale import multiscale_patches_3d
-    from lesionseg.inference.predictor import num_outputs, to_probabilities
 
-    geometry = model.geometry
     if probability is None:
         raise LesionsegError(
             "this classifier reads a segmenter's probabilities: give it as the second input "
             "of rescore-components"
         )
-    device = next(model.parameters()).device
-    out = []
-    batch = patch_batch_size(model, device)
-    with torch.no_grad():
-        for start in range(0, len(points), batch):
-            inputs = multiscale_patches_3d(
+    out = np.zeros((len(points), k), np.float32)
+    for start in range(0, len(points), batch):
+        group = points[start : start + batch]
+        out[start : start + len(group)] = run(
+            multiscale_patches_3d(
                 image,
                 probability,
-                points[start : start + batch],
+                group,
                 slice_axis=geometry.slice_axis,
                 sizes=geometry.patch_scales,
                 out_size=geometry.patch_size[0],
             )
-            logits = model(torch.from_numpy(inputs).to(device))
-            out.append(to_probabilities(logits, geometry).float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, num_outputs(geometry)), np.float32)
+        )
+    return out

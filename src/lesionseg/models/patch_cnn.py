@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lesionseg.models import MODELS
+from lesionseg.models.blocks import glorot_uniform_
 from lesionseg.models.geometry import ModelGeometry
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
@@ -143,8 +144,7 @@ class PatchCNN(nn.Module):
         )
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.Conv3d, nn.Linear)):
-                nn.init.xavier_uniform_(module.weight)  # Glorot (Lasagne/Keras default)
-                nn.init.zeros_(module.bias)
+                glorot_uniform_(module)  # Glorot (Lasagne/Keras default), zero bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, num_classes)`` logits of ``(N, C, *patch)`` patches."""

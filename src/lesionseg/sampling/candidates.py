@@ -70,6 +70,7 @@ class CandidateSampler(SegmentSampler):
         self.holdout = float(holdout)
         self.positive_fraction = float(positive_fraction)
         self._held: list[dict[int, np.ndarray]] = []
+        self._held_rows: dict[int | None, np.ndarray] = {}
         # Boolean maps of the chosen voxels (1 byte a voxel): membership tests for the
         # rejection sampling of large sets without re-evaluating the rule per voxel.
         self._chosen: list[dict[int, np.ndarray]] = []
@@ -164,8 +165,10 @@ class CandidateSampler(SegmentSampler):
         """
         if self.holdout <= 0:
             return None
-        rng = np.random.default_rng(np.random.SeedSequence([self.seed, 29]))
-        rows, _ = self._balanced(self._held, rng, limit)
+        if limit not in self._held_rows:  # the same set at every validation: draw it once
+            rng = np.random.default_rng(np.random.SeedSequence([self.seed, 29]))
+            self._held_rows[limit] = self._balanced(self._held, rng, limit)[0]
+        rows = self._held_rows[limit]
 
         def batches():
             for start in range(0, len(rows), batch_size):

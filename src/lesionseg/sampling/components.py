@@ -15,10 +15,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import cc3d
 import numpy as np
 
 from lesionseg.models.geometry import ModelGeometry
+from lesionseg.postprocess.components import small_components
 from lesionseg.sampling.base import Example, Sampler, SubjectArrays
 from lesionseg.sampling.rules import value_map
 
@@ -67,19 +67,11 @@ class ComponentSampler(Sampler):
             if subject.label is None:
                 raise ValueError(f"subject {subject.id!r} has no label map; training needs labels")
             mask = value_map(subject, source) > threshold
-            label = np.asarray(subject.label) > 0
-            for z in range(mask.shape[self.axis]):
-                plane = np.ascontiguousarray(np.take(mask, z, axis=self.axis))
-                found = cc3d.connected_components(plane, connectivity=connectivity)
-                reference = np.take(label, z, axis=self.axis)
-                for k in range(1, int(found.max()) + 1):
-                    where = found == k
-                    if where.sum() >= max_size:
-                        continue
-                    centre = np.round(np.argwhere(where).mean(0)).astype(int)
-                    voxel = list(centre)
-                    voxel.insert(self.axis, z)
-                    rows.append((index, *voxel, int(reference[where].any())))
+            # the candidates rescore-components will classify at prediction, found alike
+            ids, small, centres = small_components(mask, max_size, self.axis, connectivity)
+            lesion = np.bincount(ids[np.asarray(subject.label) > 0], minlength=ids.max() + 1)
+            for number, centre in zip(small, centres):
+                rows.append((index, *centre, int(lesion[number] > 0)))
         if not rows:
             raise ValueError(f"no component of {source!r} under {max_size} pixels to train on")
         self._rows = np.array(rows, np.int64)

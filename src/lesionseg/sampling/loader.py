@@ -130,6 +130,7 @@ class BatchLoader:
         prefetch: int = 2,
         pin_memory: bool = False,
     ):
+        self.sampler = sampler
         self.dataset = _Batches(sampler, batch_size, seed, rank, world)
         if sampler.order == "enumerate":
             share = sampler.items() // world

@@ -607,7 +607,7 @@ class Trainer:
         if epoch % validation["every"] != 0 and epoch != stage["epochs"]:
             return {}
         if validation["metric"] == "loss":
-            return {"val_loss": self._held_out_loss(si, stage, step, loader.dataset.sampler)}
+            return {"val_loss": self._held_out_loss(si, stage, step, loader.sampler)}
         if not self.val_subjects:
             return {}
         return {"val_dice": self._graph_dice(si, stage, use_amp)}
