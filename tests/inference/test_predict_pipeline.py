@@ -257,3 +257,31 @@ def test_recipe_tile_is_used_unless_tile_is_given(tmp_path, lps_subject, monkeyp
     predict_subject(models, subject, tmp_path / "a")
     predict_subject(models, subject, tmp_path / "b", tile_size=9)
     assert seen == [6, 9]
+
+
+def test_a_model_reading_some_of_its_data_sets_channels(tmp_path, lps_subject, msd_dataset):
+    # Trained with `channels: [FLAIR]` on T1 + FLAIR data: `_0001` still means FLAIR, T1 is
+    # ignored wherever it comes from, an unknown channel is still an error.
+    subject, lesion, _ = lps_subject
+    options = {"context": 5, "channel": 0, "threshold": 3.0}
+    config = {
+        "recipe": {"model": {"name": "test-centre-threshold", **options}, "predict": {}},
+        "channel_names": ["FLAIR"],
+        "data_channel_names": ["T1", "FLAIR"],
+        "labels": {"0": "background", "1": "lesion"},
+        "preprocess": {},
+    }
+    save_model(CentreThreshold(1, 2, **options), config, tmp_path / "m")
+    model = str(tmp_path / "m")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for i, name in enumerate(("T1", "FLAIR")):
+        (folder / f"case7_{i:04d}.nii.gz").write_bytes(subject.channels[name].read_bytes())
+    assert main(["predict", "-m", model, "-i", str(folder), "-o", str(tmp_path / "o")]) == 0
+    seg = np.asarray(nib.load(str(tmp_path / "o" / "case7_seg.nii.gz")).dataobj)
+    np.testing.assert_array_equal(seg, lesion)
+    assert main(["predict", "-m", model, "-i", str(msd_dataset), "-o", str(tmp_path / "d")]) == 0
+    models = load_models([tmp_path / "m"])
+    extra = Subject("s1", {**subject.channels, "T2": subject.channels["T1"]})
+    with pytest.raises(LesionsegError, match="T2.*does not use"):
+        predict_subject(models, extra, tmp_path / "out")

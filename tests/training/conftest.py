@@ -143,6 +143,52 @@ def assert_equal_states(a, b):
             assert a[key] == b[key], key
 
 
+def train_single_threaded(recipe, dataset, root, args):
+    """``lesionseg train RECIPE`` in this process into ``root/model`` with one thread.
+
+    One thread, as the killed runs of the SIGKILL tests: the same sums, so the resumed
+    model can be compared with this one bit for bit.
+    """
+    import torch
+
+    from lesionseg.cli.main import main
+
+    out = root / "model"
+    argv = ["train", recipe, "-d", str(dataset), "-o", str(out), *args]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main([*argv, "--cache", str(root / "cache"), "--device", "cpu", "--quiet"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+def kill_resume_and_compare(recipe, dataset, args, reference, tmp_path, stage, files):
+    """Kill ``lesionseg train RECIPE`` after one epoch of ``stage``, resume, compare.
+
+    The resumed run's ``files`` (safetensors, relative to the model folder) must equal
+    those of ``reference`` (:func:`train_single_threaded` with the same ``args``) bit for bit.
+    """
+    import os
+    import sys
+
+    import torch
+    from safetensors.torch import load_file
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    base = [sys.executable, "-m", "lesionseg", "train", recipe, "-d", str(dataset), *args]
+    common = ["--device", "cpu", "--quiet", "--cache", str(tmp_path / "cache")]
+    out = tmp_path / "killed"
+    kill_when_checkpointed([*base, "-o", str(out), *common], env, out, stage, 1)
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["stage"] == stage and state["epoch"] >= 1
+    resume_in_subprocess(out, env)
+    for name in files:
+        a, b = load_file(str(reference / name)), load_file(str(out / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
 def resume_in_subprocess(out, env) -> None:
     """``lesionseg train --resume OUT`` in a fresh process; it must succeed."""
     import sys

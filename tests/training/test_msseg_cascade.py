@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
 
 import cc3d
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
-from safetensors.torch import load_file
 
 from lesionseg.cli.main import main
 from lesionseg.data.dataset import load_dataset
 from lesionseg.inference.predictor import predict_volume
 from lesionseg.models.io import load_model
 from lesionseg.preprocess import PreprocessConfig, preprocess_subject
-from tests.training.conftest import kill_when_checkpointed, resume_in_subprocess, write_toy_dataset
+from tests.training.conftest import (
+    kill_resume_and_compare,
+    train_single_threaded,
+    write_toy_dataset,
+)
 
 CONTRASTS = {"FLAIR": 60.0, "PD": 30.0, "T2": 40.0, "T1": -20.0}
 SMALL = [
@@ -35,16 +35,7 @@ def ms_toy(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cascade(ms_toy, tmp_path_factory):
-    root = tmp_path_factory.mktemp("cascade")
-    out = root / "model"
-    argv = ["train", "msseg-tiny", "-d", str(ms_toy), "-o", str(out), *SMALL]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the killed run of the SIGKILL test: the same sums
-    try:
-        assert main([*argv, "--cache", str(root / "cache"), "--device", "cpu", "--quiet"]) == 0
-    finally:
-        torch.set_num_threads(threads)
-    return out
+    return train_single_threaded("msseg-tiny", ms_toy, tmp_path_factory.mktemp("cascade"), SMALL)
 
 
 def _preprocessed(model_dir, ms_toy):
@@ -115,15 +106,6 @@ def test_gated_variant_is_the_later_rule(cascade, ms_toy, tmp_path):
 
 
 def test_sigkill_in_stage_two_then_resume_is_exact(ms_toy, cascade, tmp_path):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    base = [sys.executable, "-m", "lesionseg", "train", "msseg-tiny", "-d", str(ms_toy), *SMALL]
-    common = ["--device", "cpu", "--quiet", "--cache", str(tmp_path / "cache")]
-    out = tmp_path / "killed"
-    # stages: first, first-maps, second (one epoch of it done)
-    kill_when_checkpointed([*base, "-o", str(out), *common], env, out, 2, 1)
-    state = torch.load(out / "checkpoint.pt", weights_only=True)
-    assert state["stage"] == 2 and 1 <= state["epoch"] < 3
-    resume_in_subprocess(out, env)
-    for name in ("model.safetensors", "networks/first/model.safetensors"):
-        a, b = load_file(str(cascade / name)), load_file(str(out / name))
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    # stages: first, first-maps, second (killed after one epoch of the third)
+    files = ("model.safetensors", "networks/first/model.safetensors")
+    kill_resume_and_compare("msseg-tiny", ms_toy, SMALL, cascade, tmp_path, 2, files)

@@ -99,6 +99,9 @@ def test_defaults_stages_and_overrides(tmp_path):
             "predict.graph.inputs",
         ),
         ({"stages": [{"name": "x", "sampler": {"subjects": []}}]}, "stages[0].sampler.subjects"),
+        ({"channels": []}, "channels"),
+        ({"channels": ["DWI", "DWI"]}, "channels"),
+        ({"channels": {"DWI": 0}}, "channels"),
     ],
 )
 def test_errors_name_the_key(tmp_path, change, key):
@@ -150,3 +153,19 @@ def test_brainsegnet_recipes_are_the_three_stage_curriculum(name, depth, size):
 def test_missing_recipe_lists_packaged_ones():
     with pytest.raises(LesionsegError, match="deepmedic-tiny"):
         load_recipe("no-such-recipe")
+
+
+def test_recipe_channels_select_and_order_the_data_sets_channels(tmp_path):
+    from lesionseg.data.dataset import Dataset, Subject
+
+    assert load_recipe(_write(tmp_path, BASE)).data["channels"] is None
+    assert load_recipe(_write(tmp_path, {**BASE, "channels": "DWI"})).data["channels"] == ["DWI"]
+    files = {n: tmp_path / f"s_{n}.nii.gz" for n in ("DWI", "ADC")}
+    data = Dataset("d", ["DWI", "ADC"], {0: "bg", 1: "lesion"}, [Subject("s", files)], tmp_path)
+    picked = data.select_channels(["ADC", "DWI"])
+    assert picked.channel_names == ["ADC", "DWI"]
+    assert list(picked.subjects[0].channels) == ["ADC", "DWI"]
+    assert data.select_channels(["DWI"]).subjects[0].channels == {"DWI": files["DWI"]}
+    assert data.channel_names == ["DWI", "ADC"]  # the data set itself is unchanged
+    with pytest.raises(LesionsegError, match="no channel 'T2'.*has DWI, ADC"):
+        data.select_channels(["T2"])

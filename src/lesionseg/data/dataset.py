@@ -19,7 +19,7 @@ import io
 import json
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
@@ -142,6 +142,30 @@ class Dataset:
             if s.id == subject_id:
                 return s
         raise LesionsegError(f"no subject called {subject_id!r} in data set {self.name!r}")
+
+    def select_channels(self, names: Sequence[str] | None) -> Dataset:
+        """The same data set reading only the channels ``names``, in that order.
+
+        Args:
+            names: Channel names of this data set (None: this data set, unchanged).
+
+        Raises:
+            LesionsegError: A name the data set does not have.
+        """
+        if names is None:
+            return self
+        missing = [n for n in names if n not in self.channel_names]
+        if missing:
+            raise LesionsegError(
+                f"recipe channels: the data set has no channel {', '.join(map(repr, missing))} "
+                f"(it has {', '.join(self.channel_names)})",
+                self.root,
+            )
+        subjects = [
+            replace(s, channels={n: s.channels[n] for n in names if n in s.channels})
+            for s in self.subjects
+        ]
+        return replace(self, channel_names=list(names), subjects=subjects)
 
     @property
     def num_classes(self) -> int:

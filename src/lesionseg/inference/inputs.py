@@ -4,7 +4,7 @@
 * a data set: a folder with ``dataset.json`` or a CSV/TSV manifest (its test split,
   or every case with ``all_cases``);
 * a folder of NIfTI files named ``<case>_0000.nii.gz``, ``<case>_0001.nii.gz``, …
-  (channel ``i`` is the model's ``i``-th channel).
+  (channel ``i`` is the ``i``-th channel of the model's training data set).
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ def subjects_from_inputs(
     channel_names: Sequence[str],
     all_cases: bool = False,
     subject_id: str | None = None,
+    file_channels: Sequence[str] | None = None,
 ) -> list[Subject]:
     """The subjects to predict from the ``-i`` arguments.
 
@@ -67,6 +68,8 @@ def subjects_from_inputs(
         all_cases: For a data set, every case instead of the test split.
         subject_id: Case name for the files of one subject (default: the name of the
             file of the model's first channel, without ``_0000`` and suffix).
+        file_channels: The channel each ``_XXXX`` index of a folder means (default:
+            ``channel_names``); channels the model does not read are skipped later.
 
     Raises:
         LesionsegError: Nothing usable, or a data set without test cases.
@@ -88,7 +91,7 @@ def subjects_from_inputs(
             )
         return subjects
     if len(inputs) == 1 and first.is_dir():
-        return subjects_from_folder(first, channel_names)
+        return subjects_from_folder(first, file_channels or channel_names)
     for item in inputs:
         path = Path(str(item).split("=", 1)[-1]) if "=" in str(item) else Path(item)
         if path.is_dir():

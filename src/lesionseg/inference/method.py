@@ -88,6 +88,14 @@ class LoadedMethod:
         return list(self.config["channel_names"])
 
     @property
+    def data_channel_names(self) -> list[str]:
+        """The training data set's channels in file order (``<case>_0000``, ``_0001``, …).
+
+        More than :attr:`channel_names` when the recipe read only some of them.
+        """
+        return list(self.config.get("data_channel_names") or self.channel_names)
+
+    @property
     def num_outputs(self) -> int:
         """Probability maps the method gives."""
         final = self.networks[self.config.get("network", next(iter(self.networks)))]

@@ -92,15 +92,29 @@ def required_channels(models: Sequence[LoadedMethod]) -> list[str]:
     return names
 
 
+def file_channels(models: Sequence[LoadedMethod]) -> list[str]:
+    """What ``<case>_XXXX`` files mean: the first model's training channels in file order.
+
+    A recipe that reads fewer channels than its data set (``channels: [DWI]``) still names
+    channel ``_0001`` as the data set did; channels another member needs follow.
+    """
+    names = list(models[0].data_channel_names)
+    return names + [c for c in required_channels(models) if c not in names]
+
+
 def check_channels(subject: Subject, models: Sequence[LoadedMethod]) -> None:
-    """The subject must have exactly the channels the models use, by name.
+    """The subject must have the channels the models use, by name.
+
+    Channels the training data set had but the recipe did not read (``channels``) are
+    ignored; any other channel is an error, as it points at files given in the wrong order.
 
     Raises:
-        LesionsegError: A missing channel or one no model uses.
+        LesionsegError: A missing channel or one no model knows.
     """
     needed = required_channels(models)
+    known = {c for m in models for c in m.data_channel_names} | set(needed)
     missing = [c for c in needed if c not in subject.channels]
-    extra = [c for c in subject.channels if c not in needed]
+    extra = [c for c in subject.channels if c not in known]
     if missing:
         raise LesionsegError(
             f"subject {subject.id!r} lacks channel(s) {', '.join(missing)} needed by the model "

@@ -123,6 +123,10 @@ class Sampler(ABC):
         """How many items one enumerated epoch holds (None: this sampler only draws)."""
         return None
 
+    def counts(self) -> dict[str, int]:
+        """What the sampler chose to train on, by kind (logged when a stage starts)."""
+        return {}
+
     def example_at(self, index: int, rng: np.random.Generator) -> Example:
         """Item ``index`` of the enumeration, before augmentation (``rng`` for its window)."""
         raise NotImplementedError(f"{type(self).__name__} does not enumerate")

@@ -3,6 +3,7 @@
 A recipe has these sections (all but ``model`` and ``sampler`` optional)::
 
     name: deepmedic-tiny
+    channels: [DWI]                                     # default: every channel of the data
     model: {name: deepmedic, ...options}
     preprocess: {target_spacing: [1, 1, 1], ...}        # PreprocessConfig fields
     sampler: {name: segments, output_size: [9, 9, 9], augment: [...], ...}
@@ -61,7 +62,7 @@ from lesionseg.errors import LesionsegError
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 SECTIONS = (
-    "name", "description", "imports", "seed", "model", "preprocess", "sampler", "loss",
+    "name", "description", "imports", "seed", "channels", "model", "preprocess", "sampler", "loss",
     "optimizer", "schedule", "train", "stages", "validation", "predict",
 )  # fmt: skip
 
@@ -78,6 +79,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 }
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
+    # the data set's channels the networks read, in this order (None: all of them); EDD
+    # Net reads DWI alone from DWI + ADC data
+    "channels": None,
     "preprocess": {},
     "loss": {"name": "cross_entropy"},
     "optimizer": {"name": "adam", "lr": 1e-3},
@@ -125,6 +129,20 @@ ENGINE_ARGS = {
 
 #: Stage and network names become folder and file names (networks/<name>, outputs/<stage>).
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+def _channel_list(value: Any) -> list[str] | None:
+    """The recipe's ``channels``: None, or distinct channel names."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise _err("channels", f"must be a list of channel names (e.g. [DWI]), got {value!r}")
+    repeated = sorted({v for v in value if value.count(v) > 1})
+    if repeated:
+        raise _err("channels", f"names {', '.join(repeated)} more than once")
+    return list(value)
 
 
 def _safe_name(value: Any, where: str) -> str:
@@ -433,6 +451,7 @@ def resolve(raw: dict[str, Any], source: Path | None = None) -> Recipe:
     data["predict"]["variants"] = _prediction_variants(data["predict"].get("variants"), stages)
     if not isinstance(data["seed"], int):
         raise _err("seed", f"must be an integer, got {data['seed']!r}")
+    data["channels"] = _channel_list(data.get("channels"))
     for i, stage in enumerate(stages):
         if is_train(stage) and stage["model"] not in [s.get("model") for s in stages[:i]]:
             _check_model_builds(stage["model"], f"stages[{i}].model")

@@ -144,8 +144,14 @@ def build_network(
     return build_model(ModelSpec.parse(model_spec), in_channels, num_classes, seed, slice_axis)
 
 
-def model_config(recipe: Recipe, channel_names, labels, network: str, extra=None) -> dict:
-    """The ``config.json`` content saved with a trained network."""
+def model_config(
+    recipe: Recipe, channel_names, labels, network: str, extra=None, data_channel_names=None
+) -> dict:
+    """The ``config.json`` content saved with a trained network.
+
+    ``data_channel_names``: the training data set's channels in file order, kept when the
+    recipe reads fewer (``channels``) so that ``<case>_0001`` still means the same image.
+    """
     resolved = recipe.resolved()
     stage = next((s for s in resolved["stages"] if s.get("network") == network), None)
     if stage is not None:
@@ -158,6 +164,7 @@ def model_config(recipe: Recipe, channel_names, labels, network: str, extra=None
         "slice_axis": slice_axis,
         "recipe": resolved,
         "channel_names": list(channel_names),
+        "data_channel_names": list(data_channel_names or channel_names),
         "labels": {str(k): v for k, v in labels.items()},
         "preprocess": resolved["preprocess"],
         "lesionseg_version": __version__,
@@ -265,6 +272,8 @@ class Trainer:
         from lesionseg.preprocess import PreprocessConfig, open_cache, preprocess_dataset
 
         dataset = load_dataset(self.settings.dataset)
+        self.data_channel_names = list(dataset.channel_names)
+        dataset = dataset.select_channels(self.recipe.data.get("channels"))
         train_subjects = dataset.split("train")
         if not train_subjects:
             raise LesionsegError("the data set has no training subjects", self.settings.dataset)
@@ -337,7 +346,9 @@ class Trainer:
     def _save_network(self, name: str, folder: Path, extra: dict | None = None) -> None:
         from lesionseg.models.io import save_model
 
-        config = model_config(self.recipe, self.channel_names, self.labels, name, extra)
+        config = model_config(
+            self.recipe, self.channel_names, self.labels, name, extra, self.data_channel_names
+        )
         save_model(self.networks[name], config, folder, overwrite=True)
 
     def _network_folder(self, name: str, final: str) -> Path:
@@ -476,6 +487,10 @@ class Trainer:
             )
         except ValueError as err:
             raise LesionsegError(f"recipe stages[{si}].sampler: {err}") from None
+        counts = sampler.counts()
+        if counts:
+            chosen = ", ".join(f"{n:,} {k.replace('_', ' ')}" for k, n in counts.items())
+            self._log(f"{stage['name']}: training on {chosen}")
         per_rank = -(-stage["batch_size"] // self.info.world_size)
         loader = BatchLoader(
             sampler,

@@ -194,6 +194,7 @@ def run(args: argparse.Namespace) -> int:
     from lesionseg.inference.inputs import subjects_from_inputs
     from lesionseg.inference.pipeline import (
         check_channels,
+        file_channels,
         load_models,
         predict_subject,
         prepare_predictions,
@@ -210,7 +211,11 @@ def run(args: argparse.Namespace) -> int:
     if args.variant is not None:
         models = [m.variant(args.variant) for m in models]
     subjects = subjects_from_inputs(
-        args.input, required_channels(models), all_cases=args.all, subject_id=args.name
+        args.input,
+        required_channels(models),
+        all_cases=args.all,
+        subject_id=args.name,
+        file_channels=file_channels(models),
     )
     for subject in subjects:
         check_channels(subject, models)
