@@ -108,3 +108,17 @@ def test_sigkill_in_the_muscle_stage_then_resume_is_exact(dwi_toy, edd_muscle, t
     # stages: edd, edd-maps, muscle (killed after one epoch of the third)
     files = ("model.safetensors", "networks/edd/model.safetensors")
     kill_resume_and_compare("edd-muscle-tiny", dwi_toy, SMALL, edd_muscle, tmp_path, 2, files)
+
+
+def test_paper_resampling_is_in_plane_only(dwi_toy):
+    from lesionseg.data.dataset import load_dataset
+    from lesionseg.preprocess import PreprocessConfig, preprocess_subject
+
+    recipe = load_recipe("edd-muscle-paper")
+    data = load_dataset(dwi_toy).select_channels(recipe.data["channels"])
+    config = PreprocessConfig.from_dict(recipe.data["preprocess"])
+    pre = preprocess_subject(data.subjects[0], data.channel_names, config)
+    source = nib.load(str(data.subjects[0].channels["DWI"]))  # 20³ voxels of 2 mm
+    assert pre.image.shape[0] == 1 and pre.image.shape[3] == source.shape[2]  # every slice
+    assert pre.spacing[2] == pytest.approx(2.0)
+    assert pre.spacing[:2] == pytest.approx((1.6, 1.6), abs=0.05)

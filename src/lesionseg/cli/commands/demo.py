@@ -12,7 +12,8 @@ at 2 mm (20 subjects, 4 held out), train the method's small recipe, predict the 
 subjects with 'lesionseg predict', evaluate them and draw them. Methods: deepmedic
 (deepmedic-tiny on 'ms'), dunet (dunet-demo on 'stroke-chronic', 28 more training phantoms),
 cascade (msseg-tiny, the MSSEG 2016 cascade, on 'ms'), brainsegnet (brainsegnet-brats-tiny
-on 'tumor', whole-tumour Dice). About 2-15 minutes on a 2-core CPU.
+on 'tumor', whole-tumour Dice), edd-muscle (edd-muscle-tiny on 'stroke-acute' DWI, 24 more
+training phantoms). About 2-15 minutes on a 2-core CPU.
 Steps whose outputs exist are reused; --overwrite redoes everything.
 
 examples:
