@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lesionseg.errors import LesionsegError
-from lesionseg.inference.combine import COMBINERS, bayes_fusion
+from lesionseg.inference.combine import COMBINERS, bayes_fusion, rescore_components
 from lesionseg.inference.graph import NetworkInput, check_graph, evaluate, graph_networks
 from lesionseg.inference.patches import patch_batches
 from lesionseg.inference.predictor import predict_volume
@@ -126,3 +126,38 @@ def test_check_graph_names_the_bad_part():
         check_graph({"combine": "max", "inputs": ["a"]}, {"a"})
     with pytest.raises(LesionsegError, match=r"predict.graph.treshold"):
         check_graph({"combine": "gate", "inputs": ["a", "b"], "treshold": 1}, {"a", "b"})
+
+
+class _Given:
+    """A graph input with a given dense map and a given classifier answer."""
+
+    def __init__(self, foreground=None, q=None):
+        self.foreground, self.q, self.asked = foreground, q, None
+
+    def dense(self, where=None):
+        return np.stack([1 - self.foreground, self.foreground]).astype(np.float32)
+
+    def at(self, points, probability=None):
+        self.asked = np.asarray(points)
+        return np.tile([1 - self.q, self.q], (len(points), 1)).astype(np.float32)
+
+
+def test_rescore_components_stops_at_max_size_pixels_per_slice():
+    p = np.zeros((20, 20, 3), np.float32)
+    p[0:6, 0:10, 1] = 0.7  # 60 pixels: kept as they are
+    p[10:16, 0:10, 1] = 0.8
+    p[15, 0, 1] = 0.0  # 59 pixels: re-scored
+    p[0:2, 15:17, 0:3] = 0.9  # 12 voxels in 3D, 4 pixels in each of 3 slices: 3 candidates
+    segmenter, classifier = _Given(p), _Given(q=0.2)
+    out = rescore_components([segmenter, classifier], max_size=60, slice_axis=2, connectivity=8)
+    np.testing.assert_array_equal(out[1][0:6, 0:10, 1], p[0:6, 0:10, 1])
+    small = p == 0.8
+    assert small.sum() == 59
+    np.testing.assert_allclose(out[1][small], 0.8 * 0.2 / (0.8 * 0.2 + 0.2 * 0.8), rtol=1e-6)
+    np.testing.assert_allclose(out[1][0:2, 15:17], 0.9 * 0.2 / (0.9 * 0.2 + 0.1 * 0.8), rtol=1e-6)
+    assert len(classifier.asked) == 4  # the 59-pixel component and three slices' squares
+    np.testing.assert_allclose(out[0] + out[1], 1.0, rtol=1e-6)
+    # in 3D the square column is one 12-voxel component, the rest as before
+    classifier3d = _Given(q=0.2)
+    rescore_components([segmenter, classifier3d], max_size=60, slice_axis=None)
+    assert len(classifier3d.asked) == 2

@@ -189,3 +189,24 @@ def test_uniform_lesion_position_puts_the_lesion_pixel_anywhere_in_the_window():
     assert positions == {(3, 3)}  # the default keeps it at the middle
     with pytest.raises(ValueError, match="lesion_position"):
         SAMPLERS.build("slices", subjects=[subject], geometry=PLAIN, lesion_position="random")
+
+
+def test_lesion_draw_pixel_makes_every_lesion_pixel_equally_likely():
+    """EDD Net: a patch per lesion pixel, so a slice is drawn by its lesion pixels."""
+    label = np.zeros((16, 16, 2), np.uint8)
+    label[3, 3, 0] = 1  # slice 0: one lesion pixel
+    label[8:11, 8:11, 1] = 1  # slice 1: nine
+    subject = ArraySubject("a", label[None].astype(np.float32), label, np.ones_like(label))
+    rng = np.random.default_rng(0)
+    shares = {}
+    for draw in ("slice", "pixel"):
+        sampler = SAMPLERS.build(
+            "slices", subjects=[subject], geometry=PLAIN, lesion_probability=1.0,
+            lesion_draw=draw,
+        )  # fmt: skip
+        slices = [sampler.draw_slice(rng)[1] for _ in range(2000)]
+        shares[draw] = float(np.mean(np.array(slices) == 1))
+    assert abs(shares["slice"] - 0.5) < 0.05  # each lesion slice alike
+    assert abs(shares["pixel"] - 0.9) < 0.03  # nine pixels out of ten
+    with pytest.raises(ValueError, match="lesion_draw"):
+        SAMPLERS.build("slices", subjects=[subject], geometry=PLAIN, lesion_draw="voxel")

@@ -51,6 +51,7 @@ def test_recipes_keep_the_papers_values():
     }  # fmt: skip
     assert edd["loss"]["weights"] == [1, 1, 1, 1] and edd["sampler"]["size"] == 64
     assert edd["sampler"]["lesion_position"] == "uniform"
+    assert edd["sampler"]["lesion_draw"] == "pixel"
     assert maps["kind"] == "predict"
     assert muscle["model"]["options"]["scales"] == [16, 24, 32]
     assert muscle["optimizer"] == {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 0}

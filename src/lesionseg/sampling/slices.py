@@ -14,6 +14,11 @@ Target slices are drawn from the slices that contain brain. With
 one without lesion otherwise, uniformly among the slices of all subjects of that
 kind; with None every slice is equally likely, as in the D-UNet script (which
 trains on all slices of every volume). When one kind is absent the other is drawn.
+``lesion_draw: pixel`` draws a lesion slice in proportion to its lesion pixels instead,
+so that every lesion pixel is equally likely to be the one the window is built around:
+EDD Net's "for each of these pixels, we extract a patch around it", where a large
+infarct gives many patches and a lacune few (the default, ``slice``, favours the slices
+of small lesions, which are many).
 
 In-plane, the example is ``size`` (default: the largest slice of the subjects,
 rounded up to the model's ``size_multiple``). A slice smaller than ``size`` is
@@ -103,6 +108,9 @@ class SliceSampler(Sampler):
             ``"centre"`` (the window's middle, kept inside the slice) or ``"uniform"`` (a
             position drawn uniformly in the window, which may then reach past the slice and
             is padded: EDD Net's patches, "placed at a random position in the patch").
+        lesion_draw: How a lesion slice is drawn: ``"slice"`` (each equally likely) or
+            ``"pixel"`` (in proportion to its lesion pixels: each lesion pixel equally
+            likely, EDD Net's patches); with ``lesion_probability`` set.
         pad_value: Image value outside the volume.
         pad_label: Label value outside the volume.
         **kwargs: Passed to :class:`~lesionseg.sampling.base.Sampler` (augment, ...).
@@ -121,6 +129,7 @@ class SliceSampler(Sampler):
         lesion_probability: float | None = None,
         brain_only: bool = True,
         lesion_position: str = "centre",
+        lesion_draw: str = "slice",
         pad_value: float = 0.0,
         pad_label: int = 0,
         **kwargs: Any,
@@ -131,6 +140,9 @@ class SliceSampler(Sampler):
                 f"lesion_position must be 'centre' or 'uniform', got {lesion_position!r}"
             )
         self.lesion_position = lesion_position
+        if lesion_draw not in ("slice", "pixel"):
+            raise ValueError(f"lesion_draw must be 'slice' or 'pixel', got {lesion_draw!r}")
+        self.lesion_draw = lesion_draw
         if geometry.spatial_dims != 2:
             raise ValueError(
                 f"the slices sampler serves 2D models; this model is {geometry.spatial_dims}D "
@@ -155,10 +167,11 @@ class SliceSampler(Sampler):
                 raise ValueError(f"subject {s.id!r} has no label map; training needs labels")
         self.size = self._example_size(size)
 
-        lesion, other = [], []
+        lesion, other, pixels = [], [], []
         for k, subject in enumerate(self.subjects):
             label = np.moveaxis(np.asarray(subject.label), self.axis, 0)
-            has_lesion = (label > 0).reshape(label.shape[0], -1).any(axis=1)
+            lesion_pixels = (label > 0).reshape(label.shape[0], -1).sum(axis=1)
+            has_lesion = lesion_pixels > 0
             if brain_only:
                 mask = np.moveaxis(np.asarray(subject.mask), self.axis, 0)
                 usable = (mask > 0).reshape(mask.shape[0], -1).any(axis=1)
@@ -166,7 +179,11 @@ class SliceSampler(Sampler):
                 usable = np.ones(label.shape[0], bool)
             for i in np.flatnonzero(usable):
                 (lesion if has_lesion[i] else other).append((k, int(i)))
+                if has_lesion[i]:
+                    pixels.append(int(lesion_pixels[i]))
         self._lesion = np.array(lesion, np.int64).reshape(-1, 2)
+        # lesion_draw pixel: a lesion slice by its share of all lesion pixels
+        self._lesion_cumulative = np.cumsum(np.array(pixels, np.float64))
         self._other = np.array(other, np.int64).reshape(-1, 2)
         if len(self._lesion) + len(self._other) == 0:
             raise ValueError("no slice to draw: no subject has a slice with brain")
@@ -214,7 +231,12 @@ class SliceSampler(Sampler):
         elif not len(self._other):
             from_lesion = True
         pool = self._lesion if from_lesion else self._other
-        s, i = pool[int(rng.integers(len(pool)))]
+        if from_lesion and self.lesion_draw == "pixel":
+            total = self._lesion_cumulative[-1]
+            j = int(np.searchsorted(self._lesion_cumulative, rng.random() * total, "right"))
+        else:
+            j = int(rng.integers(len(pool)))
+        s, i = pool[min(j, len(pool) - 1)]
         return int(s), int(i), from_lesion
 
     def _window(self, s: int, i: int, lesion: bool, rng: np.random.Generator) -> tuple[int, int]:
