@@ -179,14 +179,14 @@ def test_cli_predict_files_folder_and_dataset(tmp_path, lps_subject, capsys):
     flair, t1 = str(subject.channels["FLAIR"]), str(subject.channels["T1"])
     # Files of one subject, in the model's channel order.
     assert main(["predict", "-m", model, "-i", flair, t1, "-o", str(tmp_path / "o1")]) == 0
-    seg = tmp_path / "o1" / "s1_flair_seg.nii.gz"
+    seg = tmp_path / "o1" / "s1_seg.nii.gz"  # named by the subject (s1_t1, s1_flair → s1)
     np.testing.assert_array_equal(np.asarray(nib.load(str(seg)).dataobj), lesion)
     # Named files, any order; existing output refused, then --overwrite.
     args = ["predict", "-m", model, "-i", f"T1={t1}", f"FLAIR={flair}", "-o", str(tmp_path / "o1")]
     assert main(args) == 2
     assert "overwrite" in capsys.readouterr().err
     assert main(args + ["--overwrite", "--save-probabilities"]) == 0
-    assert (tmp_path / "o1" / "s1_flair_prob.nii.gz").is_file()
+    assert (tmp_path / "o1" / "s1_prob.nii.gz").is_file()
     assert main(args + ["--name", "mycase"]) == 0
     assert (tmp_path / "o1" / "mycase_seg.nii.gz").is_file()
     # A folder of <case>_XXXX files (channel 0 = FLAIR, the model's first channel).
@@ -285,3 +285,17 @@ def test_a_model_reading_some_of_its_data_sets_channels(tmp_path, lps_subject, m
     extra = Subject("s1", {**subject.channels, "T2": subject.channels["T1"]})
     with pytest.raises(LesionsegError, match="T2.*does not use"):
         predict_subject(models, extra, tmp_path / "out")
+
+
+def test_nnunet_naming_and_device_auto(tmp_path, msd_dataset, capsys):
+    model = str(threshold_model(tmp_path / "m"))
+    out = tmp_path / "out"
+    argv = ["predict", "-m", model, "-i", str(msd_dataset), "-o", str(out), "--all"]
+    assert main([*argv, "--naming", "nnunet", "--device", "auto", "--quiet"]) == 0
+    assert capsys.readouterr().err == ""  # --quiet: no progress
+    names = sorted(p.name for p in out.glob("*.nii.gz"))
+    assert names == ["case_000.nii.gz", "case_001.nii.gz", "case_002.nii.gz"]
+    # nnU-Net reads every .nii.gz of the folder as a case: no probability maps there
+    assert main([*argv, "--naming", "nnunet", "--save-probabilities", "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "--naming nnunet" in err and len(err.strip().splitlines()) == 1

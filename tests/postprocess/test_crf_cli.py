@@ -118,3 +118,17 @@ def test_crf_tune_cli(msd_dataset, tmp_path, capsys):
     _one_line_error(capsys, [*argv[:-1], str(tmp_path / "x.json"), "--trials", "1"], "--trials")
     (preds / "case_002_prob.nii.gz").write_bytes((preds / "case_000_prob.nii.gz").read_bytes())
     _one_line_error(capsys, [*argv[:-1], str(tmp_path / "y.json")], "no reference")
+
+
+def test_crf_tune_reads_a_predict_folder_with_labels_beside_probabilities(msd_dataset, tmp_path):
+    # `lesionseg predict --save-probabilities` writes <case>_seg.nii.gz beside <case>_prob
+    preds = tmp_path / "preds"
+    for i in range(2):
+        label = nib.load(str(msd_dataset / "labelsTr" / f"case_{i:03d}.nii.gz"))
+        fg = _probability(np.asarray(label.dataobj), i)
+        write_nifti(preds / f"case_{i:03d}_prob.nii.gz", np.stack([1 - fg, fg], -1), label.affine)
+        write_nifti(preds / f"case_{i:03d}_seg.nii.gz", (fg > 0.5).astype(np.uint8), label.affine)
+    out = tmp_path / "crf.json"
+    argv = ["crf-tune", "--prob-dir", str(preds), "-d", str(msd_dataset), "-o", str(out)]
+    assert main([*argv, "--trials", "2", "--seed", "1"]) == 0
+    assert json.loads(out.read_text())["tuning"]["cases"] == ["case_000", "case_001"]

@@ -39,8 +39,19 @@ def _command_modules() -> list[ModuleType]:
     return sorted(modules, key=lambda m: (getattr(m, "ORDER", 50), m.NAME))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser with every discovered sub-command."""
+#: ``build_parser(ALL)``: every sub-command with all its options.
+ALL = "*"
+
+
+def build_parser(command: str | None = ALL) -> argparse.ArgumentParser:
+    """The argument parser with every discovered sub-command.
+
+    Args:
+        command: Whose options to add: :data:`ALL` (every sub-command's), one sub-command's
+            name (the others are listed with their help only), or None (none). Adding a
+            command's options may load what it needs (the evaluation presets, say); so
+            that ``lesionseg --help`` starts fast, :func:`main` adds only the chosen one's.
+    """
     parser = argparse.ArgumentParser(
         prog="lesionseg",
         description="Brain-lesion segmentation in multi-modal 3D MRI with published CNN methods.",
@@ -60,9 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
         command_parser.add_argument(
             "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
         )
-        module.add_arguments(command_parser)
+        if command in (ALL, module.NAME):
+            module.add_arguments(command_parser)
         command_parser.set_defaults(_run=module.run)
     return parser
+
+
+def _chosen_command(argv: Sequence[str]) -> str | None:
+    """The sub-command named in ``argv`` (the first argument that is not an option)."""
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
 def _os_error_line(err: OSError) -> str | None:
@@ -86,7 +103,8 @@ def _quiet_broken_pipe() -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``lesionseg`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_chosen_command(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()

@@ -17,6 +17,7 @@ import csv
 import functools
 import io
 import json
+import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -583,7 +584,7 @@ def subject_from_files(
         files: One NIfTI file per channel, in the model's channel order, or named
             ``NAME=path`` to give the channel explicitly.
         channel_names: The model's channel names, used for unnamed files.
-        subject_id: Case id (default: the first file's name without suffix).
+        subject_id: Case id (default: :func:`subject_name` of the files).
 
     Raises:
         LesionsegError: No files, a channel given twice, or an unsafe case id.
@@ -604,11 +605,31 @@ def subject_from_files(
         channels[key] = Path(value)
     if not channels:
         raise LesionsegError("no image files given")
-    first = Path(next(iter(channels.values())))
     if subject_id is not None:
         check_subject_id(subject_id, where="--name")
-    sid = subject_id or re.sub(r"_\d{4}$", "", strip_nifti_suffix(first.name))
+    sid = subject_id or subject_name(list(channels.values()))
     return Subject(sid, channels, split="test")
+
+
+def subject_name(files: Sequence[Path]) -> str:
+    """A subject's name from its image files: what their names have in common.
+
+    ``s1_t1.nii.gz`` and ``s1_flair.nii.gz`` → ``s1``; ``sub-01_ses-1_T1w.nii.gz`` and
+    ``sub-01_ses-1_FLAIR.nii.gz`` → ``sub-01_ses-1``; ``case_0000.nii.gz`` and
+    ``case_0001.nii.gz`` → ``case``. One file, or names with nothing in common: the first
+    file's name without its suffix (and without ``_0000``).
+    """
+    stems = [strip_nifti_suffix(Path(f).name) for f in files]
+    if len(stems) > 1:
+        common = os.path.commonprefix(stems)
+        # cut at the last separator, so that "s1_t1"/"s1_t2" does not give "s1_t"
+        cut = max(common.rfind(c) for c in "_-.")
+        whole = all(len(s) == len(common) or s[len(common)] in "_-." for s in stems)
+        name = common if whole else common[:cut]
+        name = name.rstrip("_-.")
+        if name:
+            return name
+    return re.sub(r"_\d{4}$", "", stems[0])
 
 
 @_reading

@@ -66,8 +66,8 @@ def subjects_from_inputs(
         inputs: One data set / folder, or the files of one subject.
         channel_names: The model's channels (names for unnamed files and folder indices).
         all_cases: For a data set, every case instead of the test split.
-        subject_id: Case name for the files of one subject (default: the name of the
-            file of the model's first channel, without ``_0000`` and suffix).
+        subject_id: Case name for the files of one subject (default: what the files'
+            names have in common, :func:`~lesionseg.data.dataset.subject_name`).
         file_channels: The channel each ``_XXXX`` index of a folder means (default:
             ``channel_names``); channels the model does not read are skipped later.
 
@@ -102,9 +102,43 @@ def subjects_from_inputs(
             f"{len(inputs)} file(s) given but the model takes {len(channel_names)} channel(s) "
             f"({', '.join(channel_names)}); give one file per channel, or NAME=path"
         )
-    subject = subject_from_files(inputs, channel_names, subject_id=subject_id)
-    if subject_id is None and channel_names and channel_names[0] in subject.channels:
-        # Name the case after the model's first channel, whatever order the files came in.
-        first_file = subject.channels[channel_names[0]]
-        subject.id = subject_from_files([first_file], channel_names[:1]).id
-    return [subject]
+    return [subject_from_files(inputs, channel_names, subject_id=subject_id)]
+
+
+def parse_shard(text: str | None, env: dict[str, str] | None = None) -> tuple[int, int]:
+    """``--shard K/N`` (1 ≤ K ≤ N), or torchrun's ``RANK``/``WORLD_SIZE``, or ``(1, 1)``.
+
+    Args:
+        text: The option's value, or None.
+        env: The environment (default ``os.environ``).
+
+    Returns:
+        ``(K, N)``: this process takes the K-th of N shares.
+
+    Raises:
+        LesionsegError: A value that is not K/N with 1 ≤ K ≤ N.
+    """
+    import os
+
+    env = os.environ if env is None else env
+    if text is None:
+        world = int(env.get("WORLD_SIZE", "1") or 1)
+        return (int(env.get("RANK", "0") or 0) + 1, world) if world > 1 else (1, 1)
+    parts = str(text).split("/")
+    try:
+        k, n = (int(p) for p in parts)
+    except ValueError:
+        k = n = 0
+    if len(parts) != 2 or not 1 <= k <= n:
+        raise LesionsegError(f"--shard {text!r}: expected K/N with 1 <= K <= N, e.g. 2/8")
+    return k, n
+
+
+def shard_subjects(subjects: Sequence[Subject], shard: tuple[int, int]) -> list[Subject]:
+    """The K-th of N interleaved shares of ``subjects`` (sorted by id), for job arrays.
+
+    Every subject belongs to exactly one share, whatever the order the inputs came in.
+    """
+    k, n = shard
+    ordered = sorted(subjects, key=lambda s: s.id)
+    return [s for i, s in enumerate(ordered) if i % n == k - 1]

@@ -127,10 +127,40 @@ def check_channels(subject: Subject, models: Sequence[LoadedMethod]) -> None:
         )
 
 
-def output_paths(out_dir: str | Path, subject_id: str) -> tuple[Path, Path]:
-    """``<case>_seg.nii.gz`` and ``<case>_prob.nii.gz`` in ``out_dir``."""
+#: How outputs are named: lesionseg's ``<case>_seg.nii.gz`` (beside ``<case>_prob.nii.gz``),
+#: or nnU-Net's ``<case>.nii.gz``, which ``nnUNetv2_evaluate_simple`` and nnU-Net's folder
+#: tools read (every ``.nii.gz`` of the folder is a case there, so no probability maps).
+NAMINGS = ("lesionseg", "nnunet")
+
+
+def output_paths(
+    out_dir: str | Path, subject_id: str, naming: str = "lesionseg"
+) -> tuple[Path, Path]:
+    """The label map and probability map files of a subject in ``out_dir``.
+
+    Raises:
+        LesionsegError: An unknown ``naming``.
+    """
     out_dir = Path(out_dir)
+    if naming == "nnunet":
+        return out_dir / f"{subject_id}.nii.gz", out_dir / f"{subject_id}_prob.nii.gz"
+    if naming != "lesionseg":
+        raise LesionsegError(f"--naming must be one of {', '.join(NAMINGS)}, got {naming!r}")
     return out_dir / f"{subject_id}_seg.nii.gz", out_dir / f"{subject_id}_prob.nii.gz"
+
+
+def check_naming(naming: str, save_probabilities: bool) -> None:
+    """nnU-Net's naming has no place for probability maps.
+
+    Raises:
+        LesionsegError: ``--naming nnunet`` with ``--save-probabilities``, or a bad name.
+    """
+    output_paths(".", "case", naming)
+    if naming == "nnunet" and save_probabilities:
+        raise LesionsegError(
+            "--naming nnunet writes <case>.nii.gz only (nnU-Net's tools read every .nii.gz "
+            "of the folder as a case); leave out --save-probabilities or use the default naming"
+        )
 
 
 PREDICTIONS_KIND = "predictions"
@@ -144,6 +174,7 @@ def prepare_predictions(
     overwrite: bool = False,
     skip_existing: bool = False,
     inputs: Sequence[str | Path] = (),
+    naming: str = "lesionseg",
 ) -> dict[str, bool]:
     """Check the output folder before any work; return the subjects still to predict.
 
@@ -159,6 +190,7 @@ def prepare_predictions(
         skip_existing: Leave subjects whose outputs exist (finish an interrupted run).
         inputs: The ``-i`` inputs: the output may not replace them nor lie in a folder whose
             every file is read as a case (``imagesTr``, a folder of ``<case>_0000`` files).
+        naming: Output names (:data:`NAMINGS`).
 
     Returns:
         Subject id → whether its earlier outputs may be replaced (``overwrite``, or a case
@@ -180,8 +212,9 @@ def prepare_predictions(
         scanned=[f for i in inputs for f in scanned_folders(i)],
     )
     todo: dict[str, bool] = {}  # subject → whether its earlier outputs may be replaced
+    check_naming(naming, save_probabilities)
     for sid in subject_ids:
-        seg, prob = output_paths(out, sid)
+        seg, prob = output_paths(out, sid, naming)
         wanted = (seg, prob) if save_probabilities else (seg,)
         existing = [p for p in wanted if p.exists()]
         if not existing:
@@ -204,7 +237,11 @@ def prepare_predictions(
 
 
 def check_outputs_free(
-    out_dir: str | Path, subject_ids: Sequence[str], save_probabilities: bool, overwrite: bool
+    out_dir: str | Path,
+    subject_ids: Sequence[str],
+    save_probabilities: bool,
+    overwrite: bool,
+    naming: str = "lesionseg",
 ) -> None:
     """Refuse to start when an output exists already and ``overwrite`` is False.
 
@@ -214,7 +251,7 @@ def check_outputs_free(
     if overwrite:
         return
     for sid in subject_ids:
-        seg, prob = output_paths(out_dir, sid)
+        seg, prob = output_paths(out_dir, sid, naming)
         for path in (seg, prob) if save_probabilities else (seg,):
             if path.exists():
                 raise LesionsegError("exists already; use --overwrite to replace it", path)
@@ -296,6 +333,7 @@ def predict_subject(
     amp: bool = False,
     batch_size: int = 1,
     postprocess: PostprocessOverrides | None = None,
+    naming: str = "lesionseg",
 ) -> PredictionOutputs:
     """Predict one subject with one model or an ensemble and write the outputs.
 
@@ -311,6 +349,7 @@ def predict_subject(
         amp: Mixed precision.
         batch_size: Tiles per forward pass.
         postprocess: Post-processing options overriding the recipe's steps.
+        naming: Output names (:data:`NAMINGS`).
 
     Returns:
         The files written.
@@ -320,8 +359,9 @@ def predict_subject(
     """
     check_compatible(models)
     check_channels(subject, models)
-    seg_path, prob_path = output_paths(out_dir, subject.id)
-    check_outputs_free(out_dir, [subject.id], save_probabilities, overwrite)
+    check_naming(naming, save_probabilities)
+    seg_path, prob_path = output_paths(out_dir, subject.id, naming)
+    check_outputs_free(out_dir, [subject.id], save_probabilities, overwrite, naming)
 
     groups: dict[str, list[LoadedMethod]] = {}
     for m in models:

@@ -227,12 +227,14 @@ def run_demo(
     preds, evaluation, pictures = out / "predictions", out / "evaluation", out / "pictures"
     result = DemoResult(out)
 
+    # quiet (no progress): errors and the final summary only
+    say = _say if progress else (lambda message: None)
     extra = EXTRA_TRAINING.get(method, 0)
     n_test = min(int(round(subjects * 0.2)), subjects - 1) if subjects >= 1 else 0
     tic = time.perf_counter()
     if overwrite or not _has_data(data, subjects - n_test + extra):
         more = f" (+{extra} for training)" if extra else ""
-        _say(f"[1/4] synthesising {subjects}{more} '{task}' phantoms at 2 mm into {data}")
+        say(f"[1/4] synthesising {subjects}{more} '{task}' phantoms at 2 mm into {data}")
         args = [
             "synth",
             task,
@@ -253,18 +255,18 @@ def run_demo(
         if extra:
             _add_training_phantoms(data, task, subjects, extra, seed)
     else:
-        _say(f"[1/4] reusing the phantoms in {data}")
+        say(f"[1/4] reusing the phantoms in {data}")
     result.seconds["synthesis"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
     finished = (model / "training.json").is_file() and (model / "model.safetensors").is_file()
     if finished and not overwrite:
-        _say(f"[2/4] reusing the trained model in {model}")
+        say(f"[2/4] reusing the trained model in {model}")
     elif (model / "checkpoint.pt").is_file() and not overwrite:
-        _say(f"[2/4] resuming the training in {model}")
+        say(f"[2/4] resuming the training in {model}")
         resume(model, device=device, progress=progress)
     else:
-        _say(f"[2/4] training {recipe} on the training phantoms into {model}")
+        say(f"[2/4] training {recipe} on the training phantoms into {model}")
         train(
             recipe,
             data,
@@ -278,8 +280,10 @@ def run_demo(
     result.seconds["training"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
-    _say(f"[3/4] predicting the held-out phantoms into {preds}")
+    say(f"[3/4] predicting the held-out phantoms into {preds}")
     args = ["predict", "-m", str(model), "-i", str(data), "-o", str(preds), "--overwrite"]
+    if not progress:
+        args.append("--quiet")
     if device != "auto":
         args += ["--device", device]
     if cli(args) != 0:
@@ -288,7 +292,7 @@ def run_demo(
     result.seconds["prediction"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
-    _say(f"[4/4] evaluating against the reference labels into {evaluation}")
+    say(f"[4/4] evaluating against the reference labels into {evaluation}")
     result.dice = _evaluate(preds, data, evaluation, cases, REGIONS.get(method))
     channel = json.loads((data / "dataset.json").read_text())["channel_names"]
     channel_names = [channel[k] for k in sorted(channel, key=int)]

@@ -6,9 +6,6 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
-
-from lesionseg.data.nifti import is_nifti_path, save_nifti
 from lesionseg.errors import LesionsegError
 
 NAME = "crf"
@@ -47,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load inputs, run the CRF, write labels (and probabilities)."""
+    import numpy as np
+
+    from lesionseg.data.nifti import is_nifti_path, save_nifti
     from lesionseg.postprocess.crf import crf_labels, dense_crf, resolve_params
     from lesionseg.postprocess.crf.io import load_channels, load_probabilities, zscore_channels
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lesionseg.cli.options import add_dataset, add_quiet
 from lesionseg.errors import LesionsegError
 
 NAME = "crf-tune"
@@ -26,9 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``lesionseg crf-tune``."""
     parser.add_argument("--prob-dir", required=True, help="folder of <case>_prob.nii.gz files")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument(
-        "--dataset", help="data set (dataset.json folder or CSV) with images and labels"
-    )
+    add_dataset(source, required=False, help="data set (folder or CSV) with images and labels")
     source.add_argument("--image-dir", help="folder of <case>_0000.nii.gz, <case>_0001.nii.gz, ...")
     parser.add_argument("--ref-dir", help="folder of <case>.nii.gz references (overrides labels)")
     parser.add_argument(
@@ -44,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-zscore", action="store_true", help="use the images as they are")
     parser.add_argument("--threads", type=int, help="threads for the CRF kernels")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    add_quiet(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,11 +70,13 @@ def run(args: argparse.Namespace) -> int:
         args.prob_dir, args.dataset, args.image_dir, args.ref_dir, zscore=not args.no_zscore
     )
     space = SearchSpace(anisotropic=args.anisotropic, per_channel=args.per_channel)
-    print(f"CRF tuning on {len(cases)} case(s), {args.trials} trials, seed {args.seed}")
+    if not args.quiet:
+        print(f"CRF tuning on {len(cases)} case(s), {args.trials} trials, seed {args.seed}")
     result = random_search(
-        cases, args.trials, args.seed, space, base, threads=args.threads, progress=True
+        cases, args.trials, args.seed, space, base, threads=args.threads, progress=not args.quiet
     )
-    print(result.table())
+    if not args.quiet:
+        print(result.table())
     save_result(result, output, overwrite=args.overwrite)
     best = result.best
     print(f"best: trial {best.index}, mean Dice {best.mean_dice:.4f} -> {output}")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-
-import numpy as np
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from lesionseg.errors import LesionsegError
+
+if TYPE_CHECKING:  # torch loads when the command runs, not when `lesionseg --help` starts
+    from torch import nn
 
 NAME = "describe"
 ORDER = 32
@@ -28,7 +28,9 @@ examples:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``lesionseg describe``."""
     parser.add_argument("source", help="recipe file, packaged recipe name, or model folder")
-    parser.add_argument("--channels", type=int, help="input channels for a recipe (default 1)")
+    parser.add_argument(
+        "--channels", type=int, help="input channels for a recipe (default: its own, else 1)"
+    )
     parser.add_argument("--classes", type=int, help="classes incl. background (default 2)")
     parser.add_argument("--no-layers", action="store_true", help="skip the layer table")
 
@@ -54,6 +56,8 @@ def _count(model: nn.Module, keras: bool) -> int:
 
 def example_shapes(stage: dict, model: nn.Module) -> dict[str, tuple[int, ...]]:
     """Shapes of one training example of ``stage``, asked of its sampler on a dummy subject."""
+    import numpy as np
+
     from lesionseg.sampling import SAMPLERS, ArraySubject
 
     geometry = model.geometry
@@ -78,6 +82,8 @@ def _epoch_length(stage: dict) -> str:
 
 def layer_table(model: nn.Module, input_shape: tuple[int, ...]) -> list[str]:
     """One line per leaf module: name, type, output shape, parameters (for one example)."""
+    import torch
+
     rows: list[tuple[str, str, str, int]] = []
     hooks = []
     for name, module in model.named_modules():
@@ -125,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         recipe = load_recipe(args.source)
-        channels = args.channels or 1
+        # a recipe that names its channels (channels: [DWI]) is described with them
+        channels = args.channels or len(recipe.data.get("channels") or ()) or 1
         classes = args.classes or 2
         if channels < 1 or classes < 1:
             raise LesionsegError("--channels and --classes must be ≥ 1")

@@ -8,11 +8,6 @@ import sys
 from pathlib import Path
 
 from lesionseg.errors import LesionsegError
-from lesionseg.evaluation.api import evaluate
-from lesionseg.evaluation.lesionwise import PRESETS
-from lesionseg.evaluation.outputs import check_outputs, summary_markdown, write_outputs
-from lesionseg.evaluation.regions import REGION_SCHEMES
-from lesionseg.evaluation.surface import HD95_VARIANTS
 
 NAME = "evaluate"
 ORDER = 60
@@ -42,6 +37,11 @@ examples:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``lesionseg evaluate``."""
+    # the metric modules load here, for this command only (not for `lesionseg --help`)
+    from lesionseg.evaluation.lesionwise import PRESETS
+    from lesionseg.evaluation.regions import REGION_SCHEMES
+    from lesionseg.evaluation.surface import HD95_VARIANTS
+
     parser.add_argument(
         "--pred",
         action="append",
@@ -170,6 +170,8 @@ def _prediction_sources(groups: list[list[str]]) -> dict[str, list[str]]:
 
 
 def _presets(names: list[str]) -> list[str]:
+    from lesionseg.evaluation.lesionwise import PRESETS
+
     if names == ["none"]:
         return []
     if "all" in names:
@@ -187,6 +189,9 @@ def _missing_policy(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print the summary and write the outputs."""
+    from lesionseg.evaluation.api import evaluate
+    from lesionseg.evaluation.outputs import check_outputs, summary_markdown, write_outputs
+
     sources = _prediction_sources(args.pred)
     if args.compare:
         for m in args.compare:

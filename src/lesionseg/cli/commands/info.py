@@ -5,10 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lesionseg.data.dataset import load_dataset
-from lesionseg.data.nifti import is_nifti_path
-from lesionseg.data.summary import describe_dataset, describe_volume
-
 NAME = "info"
 ORDER = 10
 HELP = "shape, spacing, orientation, channels, labels and lesions of a file or data set"
@@ -27,6 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the description."""
+    from lesionseg.data.dataset import load_dataset
+    from lesionseg.data.nifti import is_nifti_path
+    from lesionseg.data.summary import describe_dataset, describe_volume
+
     source = Path(args.source)
     if is_nifti_path(source) or (source.is_file() and source.suffix not in (".csv", ".tsv")):
         lines = describe_volume(source)

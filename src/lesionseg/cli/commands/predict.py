@@ -7,6 +7,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+from lesionseg.cli.options import add_device, add_overwrite, add_quiet, check_device
 from lesionseg.errors import LesionsegError
 
 if TYPE_CHECKING:
@@ -22,7 +23,9 @@ NAME=path), a data set (a folder with dataset.json or a CSV manifest; its test c
 or every case with --all), or a folder of files named <case>_0000.nii.gz, ...
 Channels are matched to the model's by name. Each model's own preprocessing is
 applied; the outputs are written on the input's grid with its header:
-<case>_seg.nii.gz (labels) and, with --save-probabilities, <case>_prob.nii.gz.
+<case>_seg.nii.gz (labels) and, with --save-probabilities, <case>_prob.nii.gz
+(--naming nnunet: <case>.nii.gz, as nnU-Net's tools expect). The files of one subject
+are named by what their names share (s1_t1.nii.gz, s1_flair.nii.gz: s1) unless --name.
 Several -m average their probabilities (ensemble).
 
 Post-processing: the recipe's predict.postprocess steps run on the grid the model
@@ -64,17 +67,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="output tile side in voxels (default: chosen from the free memory)",
     )
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    add_device(parser)
     parser.add_argument(
         "--tta", action="store_true", help="average with the sagittally flipped prediction"
     )
     parser.add_argument(
         "--save-probabilities", action="store_true", help="also write <case>_prob.nii.gz"
     )
+    add_overwrite(parser, "predictions (only in a folder lesionseg made for them)")
+    add_quiet(parser)
     parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace earlier outputs (only in a folder lesionseg made for predictions)",
+        "--shard",
+        metavar="K/N",
+        help="predict only the K-th of N shares of the subjects (a cluster job array; "
+        "under torchrun each process takes its RANK's share without it)",
+    )
+    parser.add_argument(
+        "--naming",
+        choices=("lesionseg", "nnunet"),
+        default="lesionseg",
+        help="output names: <case>_seg.nii.gz (default) or nnU-Net's <case>.nii.gz",
     )
     parser.add_argument(
         "--skip-existing",
@@ -88,7 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--name",
         default=None,
         metavar="CASE",
-        help="case name for the files of one subject (default: from the first channel's file)",
+        help="case name for the files of one subject (default: what their names share)",
     )
     parser.add_argument("--amp", action="store_true", help="mixed precision (mainly for CUDA)")
     parser.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass")
@@ -165,33 +177,11 @@ def postprocess_overrides(args: argparse.Namespace) -> PostprocessOverrides:
     )
 
 
-def check_device(name: str) -> str:
-    """Validate ``--device``.
-
-    Raises:
-        LesionsegError: Unknown device or CUDA not available.
-    """
-    import torch
-
-    if name == "cpu":
-        return name
-    if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
-        if not torch.cuda.is_available():
-            raise LesionsegError(f"--device {name}: CUDA is not available on this machine")
-        index = int(name[5:]) if ":" in name else 0
-        if index >= torch.cuda.device_count():
-            raise LesionsegError(
-                f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here"
-            )
-        return name
-    raise LesionsegError(f"--device {name!r}: expected cpu, cuda or cuda:N")
-
-
 def run(args: argparse.Namespace) -> int:
     """Predict every subject, with a progress bar."""
     from tqdm import tqdm
 
-    from lesionseg.inference.inputs import subjects_from_inputs
+    from lesionseg.inference.inputs import parse_shard, shard_subjects, subjects_from_inputs
     from lesionseg.inference.pipeline import (
         check_channels,
         file_channels,
@@ -217,6 +207,8 @@ def run(args: argparse.Namespace) -> int:
         subject_id=args.name,
         file_channels=file_channels(models),
     )
+    shard = parse_shard(args.shard)
+    subjects = shard_subjects(subjects, shard)
     for subject in subjects:
         check_channels(subject, models)
     if args.overwrite and args.skip_existing:
@@ -228,12 +220,13 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         skip_existing=args.skip_existing,
         inputs=args.input,
+        naming=args.naming,
     )
-    if len(todo) < len(subjects):
+    if len(todo) < len(subjects) and not args.quiet:
         print(f"{len(subjects) - len(todo)} subject(s) done already, skipped", file=sys.stderr)
     subjects = [s for s in subjects if s.id in todo]
     start = time.perf_counter()
-    bar = tqdm(subjects, desc="predict", unit="subject", disable=len(subjects) < 2)
+    bar = tqdm(subjects, desc="predict", unit="subject", disable=len(subjects) < 2 or args.quiet)
     for subject in bar:
         bar.set_postfix_str(subject.id)
         t0 = time.perf_counter()
@@ -249,8 +242,13 @@ def run(args: argparse.Namespace) -> int:
             amp=args.amp,
             batch_size=args.batch_size,
             postprocess=postprocess,
+            naming=args.naming,
         )
         extra = f" and {out.probabilities}" if out.probabilities else ""
-        tqdm.write(f"{subject.id}: {out.segmentation}{extra} ({time.perf_counter() - t0:.1f} s)")
-    print(f"{len(subjects)} subject(s) in {time.perf_counter() - start:.1f} s -> {args.output}")
+        if not args.quiet:
+            seconds = time.perf_counter() - t0
+            tqdm.write(f"{subject.id}: {out.segmentation}{extra} ({seconds:.1f} s)")
+    share = f" (share {shard[0]}/{shard[1]})" if shard[1] > 1 else ""
+    seconds = time.perf_counter() - start
+    print(f"{len(subjects)} subject(s){share} in {seconds:.1f} s -> {args.output}")
     return 0

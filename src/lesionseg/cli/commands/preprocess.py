@@ -5,11 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import yaml
-
-from lesionseg.data.dataset import load_dataset
+from lesionseg.cli.options import add_dataset, add_quiet, dataset_of
 from lesionseg.errors import LesionsegError
-from lesionseg.preprocess import PreprocessConfig, preprocess_dataset
 
 NAME = "preprocess"
 ORDER = 20
@@ -19,7 +16,7 @@ reorient to RAS, brain mask, crop, optional resampling and N4, per-channel z-sco
 Subjects whose inputs and settings did not change since the last run are skipped.
 
 example:
-  lesionseg preprocess data/ms -o cache/ms --spacing 1
+  lesionseg preprocess -d data/ms -o cache/ms --spacing 1
   lesionseg preprocess manifest.csv -o cache/ms --spacing 1.6 1.6 none --n4"""
 
 
@@ -37,7 +34,7 @@ def _spacing(text: str) -> float | None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``lesionseg preprocess``."""
-    parser.add_argument("dataset", help="data set folder (dataset.json) or CSV/TSV manifest")
+    add_dataset(parser, positional=True)
     parser.add_argument("-o", "--output", required=True, help="cache folder to write")
     parser.add_argument(
         "--spacing",
@@ -51,11 +48,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-normalize", action="store_true", help="skip the z-score")
     parser.add_argument("--config", help="YAML file with a preprocess section (overrides flags)")
     parser.add_argument("--split", choices=("train", "test", "all"), default="all")
+    add_quiet(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Preprocess the data set and print a summary."""
-    dataset = load_dataset(args.dataset)
+    import yaml
+
+    from lesionseg.data.dataset import load_dataset
+    from lesionseg.preprocess import PreprocessConfig, preprocess_dataset
+
+    dataset = load_dataset(dataset_of(args))
     if args.config:
         path = Path(args.config)
         if not path.is_file():
@@ -77,7 +80,9 @@ def run(args: argparse.Namespace) -> int:
             }
         )
     subjects = dataset.subjects if args.split == "all" else dataset.split(args.split)
-    cache = preprocess_dataset(dataset, args.output, config, subjects=subjects)
+    cache = preprocess_dataset(
+        dataset, args.output, config, subjects=subjects, progress=not args.quiet
+    )
     skipped = len(cache) - cache.newly_written
     print(f"preprocessed {cache.newly_written} subject(s), {skipped} unchanged, into {cache.root}")
     return 0

@@ -300,6 +300,11 @@ def load_tuning_cases(
     if not prob_dir.is_dir():
         raise LesionsegError("probability folder not found", prob_dir)
     prob_files = sorted(p for p in prob_dir.iterdir() if p.name.endswith((".nii.gz", ".nii")))
+    # a `lesionseg predict --save-probabilities` folder: the _prob maps, not the _seg labels
+    named = [p for p in prob_files if p.name.endswith(("_prob.nii.gz", "_prob.nii"))]
+    prob_files = named or [
+        p for p in prob_files if not p.name.endswith(("_seg.nii.gz", "_seg.nii"))
+    ]
     if not prob_files:
         raise LesionsegError("no .nii/.nii.gz probability files", prob_dir)
     if (dataset is None) == (image_dir is None):
