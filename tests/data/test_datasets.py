@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -77,3 +79,28 @@ def test_every_command_has_help(capsys):
             main([module.NAME, "--help"])
         assert exit_info.value.code == 0
         assert "usage: lesionseg " + module.NAME in capsys.readouterr().out
+
+
+def test_monai_reads_a_synthesised_data_set(tmp_path):
+    """MONAI's Decathlon loaders accept lesionseg's dataset.json (issue #15)."""
+    from monai.data import load_decathlon_datalist, load_decathlon_properties
+
+    from lesionseg.cli.main import main
+    from lesionseg.data.dataset import load_dataset
+
+    root = tmp_path / "ms"
+    argv = ["synth", "ms", "-o", str(root), "--subjects", "3", "--spacing", "6"]
+    assert main([*argv, "--test-fraction", "0.34"]) == 0
+    spec = root / "dataset.json"
+    training = load_decathlon_datalist(str(spec), True, "training")
+    test = load_decathlon_datalist(str(spec), True, "test")
+    ours = load_dataset(root)
+    assert [len(t["image"]) for t in training] == [4, 4] and len(test) == 1
+    for item, subject in zip(training, ours.split("train")):
+        assert [Path(p) for p in item["image"]] == list(subject.channels.values())
+        assert Path(item["label"]) == subject.label
+        assert all(Path(p).is_file() for p in [*item["image"], item["label"]])
+    assert [Path(p) for p in test[0]["image"]] == list(ours.split("test")[0].channels.values())
+    properties = load_decathlon_properties(str(spec), ["name", "modality", "labels", "numTraining"])
+    assert properties["modality"] == {"0": "T1", "1": "T2", "2": "PD", "3": "FLAIR"}
+    assert properties["numTraining"] == 2

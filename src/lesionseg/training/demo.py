@@ -133,7 +133,12 @@ def _add_training_phantoms(data: Path, task: str, first: int, count: int, seed: 
     """
     from lesionseg.data.atomic import write_json_atomic
     from lesionseg.data.phantoms import generate_subject, get_task
-    from lesionseg.data.phantoms.writer import case_record, write_case, write_metadata
+    from lesionseg.data.phantoms.writer import (
+        case_record,
+        decathlon_lists,
+        write_case,
+        write_metadata,
+    )
 
     phantom_task = get_task(task)
     spec = json.loads((data / "dataset.json").read_text())
@@ -145,6 +150,7 @@ def _add_training_phantoms(data: Path, task: str, first: int, count: int, seed: 
         records.append(case_record(phantom, "train"))
     write_metadata(data, phantom_task, records)
     spec["numTraining"] = int(spec["numTraining"]) + count
+    spec.update(decathlon_lists(list(phantom_task.channels), records))
     spec["lesionseg_phantom"]["extra_training_subjects"] = count
     write_json_atomic(data / "dataset.json", spec)
 

@@ -102,5 +102,7 @@ def synthesize(
         "snr": snr or phantom_task.default_snr,
         "lesionseg_version": __version__,
     }
-    write_json_atomic(out / "dataset.json", dataset_json(phantom_task, n_train, n_test, settings))
+    write_json_atomic(
+        out / "dataset.json", dataset_json(phantom_task, n_train, n_test, settings, records)
+    )
     return out

@@ -75,8 +75,39 @@ def write_case(out: Path, task: PhantomTask, phantom: Phantom, split: str) -> li
     return paths
 
 
-def dataset_json(task: PhantomTask, n_train: int, n_test: int, settings: dict) -> dict:
-    """The nnU-Net v2 ``dataset.json`` of a phantom data set."""
+def decathlon_lists(channels: list[str], records: list[dict]) -> dict:
+    """The Decathlon (MSD v1) keys MONAI's ``load_decathlon_datalist`` reads.
+
+    ``modality`` and the ``training`` / ``test`` lists of files (one path per channel,
+    relative to the data set), beside nnU-Net v2's keys, which nnU-Net reads and MONAI
+    ignores (and the other way round).
+
+    Args:
+        channels: Channel names in file order.
+        records: :func:`case_record` records (``case`` and ``split`` are read).
+    """
+
+    def images(case: str, split: str) -> list[str]:
+        folder = SPLIT_FOLDERS[split][0]
+        return [f"./{folder}/{case}_{i:04d}{FILE_ENDING}" for i in range(len(channels))]
+
+    training = [
+        {"image": images(r["case"], "train"), "label": f"./labelsTr/{r['case']}{FILE_ENDING}"}
+        for r in records
+        if r["split"] == "train"
+    ]
+    test = [{"image": images(r["case"], "test")} for r in records if r["split"] == "test"]
+    return {
+        "modality": {str(i): name for i, name in enumerate(channels)},
+        "training": training,
+        "test": test,
+    }
+
+
+def dataset_json(
+    task: PhantomTask, n_train: int, n_test: int, settings: dict, records: list[dict]
+) -> dict:
+    """The ``dataset.json`` of a phantom data set: nnU-Net v2's keys and MSD v1's lists."""
     return {
         "name": f"phantom-{task.name}",
         "description": task.description,
@@ -89,6 +120,7 @@ def dataset_json(task: PhantomTask, n_train: int, n_test: int, settings: dict) -
         "numTest": n_test,
         "file_ending": FILE_ENDING,
         "lesionseg_phantom": settings,
+        **decathlon_lists(list(task.channels), records),
     }
 
 
