@@ -26,7 +26,7 @@ FORBIDDEN = {
     "--data-dir", "--save-probs", "--save_probabilities", "--probabilities",
 }  # fmt: skip
 #: Commands that show progress, so must take --quiet.
-PROGRESS = {"demo", "train", "predict", "preprocess", "evaluate", "crf-tune"}
+PROGRESS = {"demo", "train", "predict", "preprocess", "evaluate", "crf-tune", "synth", "bids"}
 
 
 def _commands() -> dict[str, argparse.ArgumentParser]:

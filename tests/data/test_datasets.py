@@ -104,3 +104,69 @@ def test_monai_reads_a_synthesised_data_set(tmp_path):
     properties = load_decathlon_properties(str(spec), ["name", "modality", "labels", "numTraining"])
     assert properties["modality"] == {"0": "T1", "1": "T2", "2": "PD", "3": "FLAIR"}
     assert properties["numTraining"] == 2
+
+
+def test_a_decathlon_v1_data_set_reads_as_its_nnunet_v2_copy(tmp_path):
+    """MSD v1: 4D images (channel = volume), ``modality``, ``training``/``test`` lists."""
+    import json
+
+    import nibabel as nib
+
+    from lesionseg.data.dataset import load_dataset
+    from lesionseg.preprocess import PreprocessConfig, preprocess_subject
+    from tests.safety.builders import msd
+
+    v2 = msd(tmp_path / "v2", n_train=2, n_test=1, channels=("FLAIR", "T1"))
+    v1 = tmp_path / "v1"
+    for folder in ("imagesTr", "labelsTr", "imagesTs"):
+        (v1 / folder).mkdir(parents=True)
+    training, test = [], []
+    for subject in load_dataset(v2):
+        images = [nib.load(str(p)) for p in subject.channels.values()]
+        stacked = np.stack([np.asarray(i.dataobj) for i in images], axis=-1)
+        folder = "imagesTr" if subject.split == "train" else "imagesTs"
+        image = f"./{folder}/{subject.id}.nii.gz"
+        nib.save(nib.Nifti1Image(stacked, images[0].affine), str(v1 / image))
+        if subject.split == "train":
+            label = f"./labelsTr/{subject.id}.nii.gz"
+            (v1 / label).write_bytes(subject.label.read_bytes())
+            training.append({"image": image, "label": label})
+        else:
+            test.append(image)
+    spec = {
+        "name": "tiny", "modality": {"0": "FLAIR", "1": "T1"},
+        "labels": {"0": "background", "1": "lesion"}, "numTraining": 2, "numTest": 1,
+        "training": training, "test": test,
+    }  # fmt: skip
+    (v1 / "dataset.json").write_text(json.dumps(spec))
+    a, b = load_dataset(v2), load_dataset(v1)
+    assert (b.channel_names, b.labels) == (a.channel_names, a.labels)
+    assert [(s.id, s.split) for s in b] == [(s.id, s.split) for s in a]
+    assert b.subjects[0].volumes == {"FLAIR": 0, "T1": 1}
+    config = PreprocessConfig.from_dict({})
+    for x, y in zip(a, b):  # the same voxels, channel by channel
+        pa = preprocess_subject(x, ["T1", "FLAIR"], config)
+        pb = preprocess_subject(y, ["T1", "FLAIR"], config)
+        np.testing.assert_array_equal(pa.image, pb.image)
+        if x.label is not None:
+            np.testing.assert_array_equal(pa.label, pb.label)
+
+
+def test_info_reads_probability_maps_and_plain_folders(tmp_path, capsys):
+    import nibabel as nib
+
+    from lesionseg.cli.main import main
+
+    fg = np.zeros((6, 5, 4), np.float32)
+    fg[1:3, 1:3, 1:3] = 0.9  # 8 voxels where the lesion is the most probable class
+    (tmp_path / "pred").mkdir()
+    prob = tmp_path / "pred" / "case_prob.nii.gz"
+    nib.save(nib.Nifti1Image(np.stack([1 - fg, fg], -1), np.eye(4)), str(prob))
+    nib.save(nib.Nifti1Image((fg > 0.5).astype(np.uint8), np.eye(4)), str(prob.parent / "c.nii"))
+    assert main(["info", str(prob)]) == 0
+    out = capsys.readouterr().out
+    assert "6 × 5 × 4 × 2 volumes" in out and "2 class probability maps" in out
+    assert "volume 1:" in out and "most probable in 8 voxels" in out
+    assert main(["info", str(prob.parent)]) == 0
+    out = capsys.readouterr().out
+    assert "2 NIfTI file(s), no dataset.json" in out and "case_prob.nii.gz: 6 × 5 × 4 × 2" in out

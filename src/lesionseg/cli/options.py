@@ -50,6 +50,18 @@ def dataset_of(args: argparse.Namespace) -> str | None:
     return found
 
 
+def add_models(parser: argparse.ArgumentParser) -> None:
+    """``-m/--model MODEL_DIR``, repeatable: one trained method, or an ensemble of several."""
+    parser.add_argument(
+        "-m",
+        "--model",
+        action="append",
+        required=True,
+        metavar="MODEL_DIR",
+        help="trained model folder; repeat for an ensemble",
+    )
+
+
 def add_device(parser: argparse.ArgumentParser) -> None:
     """``--device``: ``auto`` (default: CUDA when there is one), ``cpu``, ``cuda``, ``cuda:N``."""
     parser.add_argument(

@@ -91,6 +91,8 @@ class Subject:
         label: Label map file, or None for unlabelled cases.
         mask: Brain mask file, or None (then derived from non-zero voxels).
         split: ``"train"`` or ``"test"``.
+        volumes: Channel name → volume of its (4D) file, for channels stored as the
+            volumes of one image (the Decathlon v1 layout); empty: each file is 3D.
     """
 
     id: str
@@ -98,6 +100,7 @@ class Subject:
     label: Path | None = None
     mask: Path | None = None
     split: str = "train"
+    volumes: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # a backstop for subjects made outside the loaders, which check ids with more context
@@ -328,6 +331,8 @@ def load_msd(root: str | Path) -> Dataset:
     if not spec_path.is_file():
         raise LesionsegError("no dataset.json in this folder", root)
     spec = _read_spec(spec_path)
+    if "channel_names" not in spec and isinstance(spec.get("training"), list):
+        return _load_decathlon_v1(root, spec, spec_path)
     for key in ("channel_names", "labels"):
         if key not in spec:
             alt = {"channel_names": "modality"}.get(key)
@@ -358,6 +363,51 @@ def load_msd(root: str | Path) -> Dataset:
     if both is not None:
         raise LesionsegError(f"case {both!r} is in both imagesTr and imagesTs", root)
     _check_num_training(spec, sum(1 for s in subjects if s.split == "train"), spec_path)
+    return Dataset(name, channel_names, labels, subjects, root)
+
+
+def _load_decathlon_v1(root: Path, spec: dict, spec_path: Path) -> Dataset:
+    """A Medical Segmentation Decathlon (v1) data set: ``modality`` and file lists.
+
+    Each case is one image (4D when there are several modalities: channel ``i`` is volume
+    ``i``) listed in ``training`` (with its label) or ``test``.
+    """
+    raw_channels = _require_object(spec, "modality", '{"0": "FLAIR"}', spec_path)
+    channel_names = _parse_channels(raw_channels, spec_path)
+    raw_labels = _require_object(spec, "labels", '{"0": "background", "1": "lesion"}', spec_path)
+    labels = _parse_labels(raw_labels, spec_path)
+    volumes = {n: i for i, n in enumerate(channel_names)} if len(channel_names) > 1 else {}
+
+    def case(image: object, label: object, split: str) -> Subject:
+        if not isinstance(image, str):
+            raise LesionsegError(f"{split} entries need an image path, got {image!r}", spec_path)
+        path = root / image
+        if not path.is_file():
+            raise LesionsegError(f"image listed in dataset.json is missing: {image}", spec_path)
+        label_path = None
+        if label is not None:
+            label_path = root / str(label)
+            if not label_path.is_file():
+                raise LesionsegError(f"label listed in dataset.json is missing: {label}", spec_path)
+        sid = strip_nifti_suffix(path.name)
+        check_subject_id(sid, path)
+        channels = {name: path for name in channel_names}
+        return Subject(sid, channels, label_path, None, split, dict(volumes))
+
+    subjects = []
+    for entry in spec["training"]:
+        if not isinstance(entry, dict):
+            raise LesionsegError("training entries must be {image, label}", spec_path)
+        subjects.append(case(entry.get("image"), entry.get("label"), "train"))
+    for entry in spec.get("test") or []:
+        image = entry.get("image") if isinstance(entry, dict) else entry
+        subjects.append(case(image, None, "test"))
+    if not subjects:
+        raise LesionsegError("the training and test lists are empty", spec_path)
+    repeated = _first_repeat([s.id for s in subjects])
+    if repeated is not None:
+        raise LesionsegError(f"case {repeated!r} is listed twice", spec_path)
+    name = _optional_string(spec, "name", root.name, spec_path)
     return Dataset(name, channel_names, labels, subjects, root)
 
 

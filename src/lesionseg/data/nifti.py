@@ -167,10 +167,19 @@ def _open_image(path: Path) -> nib.Nifti1Image:
     return image
 
 
-def _spatial_shape(image: nib.Nifti1Image, path: Path) -> tuple[int, int, int]:
-    """The 3D shape of ``image``; a single-volume 4D image counts as 3D."""
+def _spatial_shape(
+    image: nib.Nifti1Image, path: Path, volume: int | None = None
+) -> tuple[int, int, int]:
+    """The 3D shape of ``image``; a single-volume 4D image counts as 3D.
+
+    ``volume``: one volume of a 4D image is read (a channel of a Decathlon v1 image).
+    """
     shape = image.shape
-    if len(shape) == 4 and shape[3] == 1:
+    if volume is not None and len(shape) == 4:
+        if not 0 <= volume < shape[3]:
+            raise LesionsegError(f"has {shape[3]} volume(s); volume {volume} was asked for", path)
+        shape = shape[:3]
+    elif len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
     if len(shape) != 3:
         raise LesionsegError(f"expected a 3D volume, found {len(image.shape)}D {image.shape}", path)
@@ -253,9 +262,16 @@ def _bytes_to_read(image: nib.Nifti1Image, shape: Sequence[int], dtype: np.dtype
 
 
 def _read_voxels(
-    image: nib.Nifti1Image, shape: tuple[int, int, int], dtype: np.dtype | None, path: Path
+    image: nib.Nifti1Image,
+    shape: tuple[int, int, int],
+    dtype: np.dtype | None,
+    path: Path,
+    volume: int | None = None,
 ) -> np.ndarray:
-    """The voxel data as a contiguous array of ``dtype``, checking first that it fits."""
+    """The voxel data as a contiguous array of ``dtype``, checking first that it fits.
+
+    ``volume``: only that volume of a 4D image (nibabel reads just its part of the file).
+    """
     needed = _bytes_to_read(image, shape, dtype)
     available = available_memory()
     if available is not None and needed > available:
@@ -267,7 +283,12 @@ def _read_voxels(
             path,
         )
     try:
-        data = np.asanyarray(image.dataobj).reshape(shape)
+        source = (
+            image.dataobj
+            if volume is None or len(image.shape) == 3
+            else (image.dataobj[..., volume])
+        )
+        data = np.asanyarray(source).reshape(shape)
         if dtype is not None:
             data = data.astype(dtype, copy=False)
         return np.ascontiguousarray(data)
@@ -285,6 +306,7 @@ def load_nifti(
     *,
     dtype: type | np.dtype | None = np.float32,
     allow_nonfinite: bool = False,
+    volume: int | None = None,
 ) -> Volume:
     """Load a 3D NIfTI image, validating it.
 
@@ -294,6 +316,8 @@ def load_nifti(
         path: A ``.nii`` or ``.nii.gz`` file.
         dtype: dtype of the returned array (None keeps the stored one, scaled).
         allow_nonfinite: If False, NaN or Inf voxels are an error.
+        volume: Read this volume of a 4D image (0-based; the Decathlon v1 layout keeps a
+            subject's channels as the volumes of one file). A 3D image is read whole.
 
     Returns:
         The volume in its stored orientation (see :func:`to_canonical`).
@@ -306,10 +330,10 @@ def load_nifti(
     path = Path(path)
     _check_file(path)
     image = _open_image(path)
-    shape = _spatial_shape(image, path)
+    shape = _spatial_shape(image, path, volume)
     _check_voxel_type(image, path)
     _check_geometry(image, path)
-    data = _read_voxels(image, shape, dtype, path)
+    data = _read_voxels(image, shape, dtype, path, volume)
     if not allow_nonfinite and np.issubdtype(data.dtype, np.floating):
         bad = int(np.count_nonzero(~np.isfinite(data)))
         if bad:

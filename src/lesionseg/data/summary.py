@@ -10,6 +10,7 @@ import numpy as np
 
 from lesionseg.data.dataset import Dataset
 from lesionseg.data.nifti import Volume, load_nifti
+from lesionseg.errors import LesionsegError
 
 #: Integer images with at most this many distinct values are summarised as label maps.
 MAX_LABEL_VALUES = 32
@@ -48,9 +49,37 @@ def summarize_labels(volume: Volume, connectivity: int = 26) -> LabelSummary:
     return LabelSummary(dict(zip(values.tolist(), counts.tolist())), volume_ml, lesions)
 
 
-def describe_volume(path: str | Path) -> list[str]:
-    """Lines describing one NIfTI file: geometry, intensities or labels."""
-    volume = load_nifti(path, dtype=None, allow_nonfinite=True)
+def describe_volumes(path: str | Path, count: int) -> list[str]:
+    """Lines describing a 4D file (lesionseg's ``_prob.nii.gz``, a Decathlon v1 image).
+
+    The geometry, then one line per volume; maps that sum to 1 in every voxel are called
+    class probabilities, with the voxels where each class is the most probable.
+    """
+    volumes = [load_nifti(path, dtype=np.float32, volume=k) for k in range(count)]
+    lines = describe_volume(path, volumes[0])[:5]
+    lines[1] = f"shape:        {' × '.join(map(str, volumes[0].grid.shape))} × {count} volumes"
+    stack = np.stack([v.data for v in volumes])
+    probabilities = stack.min() >= 0 and np.allclose(stack.sum(0), 1, atol=1e-3)
+    winner = np.argmax(stack, axis=0) if probabilities else None
+    if probabilities:
+        lines.append(f"contents:     {count} class probability maps (they sum to 1)")
+    for k, data in enumerate(stack):
+        line = f"volume {k}:     min {data.min():.4g}, max {data.max():.4g}, mean {data.mean():.4g}"
+        if winner is not None:
+            line += f"; most probable in {int((winner == k).sum())} voxels"
+        lines.append(line)
+    return lines
+
+
+def describe_volume(path: str | Path, volume: Volume | None = None) -> list[str]:
+    """Lines describing one NIfTI file: geometry, intensities or labels (4D: per volume)."""
+    import nibabel as nib
+
+    if volume is None:
+        shape = nib.load(str(path)).shape if Path(path).is_file() else ()
+        if len(shape) == 4 and shape[3] > 1:
+            return describe_volumes(path, int(shape[3]))
+    volume = volume or load_nifti(path, dtype=None, allow_nonfinite=True)
     grid = volume.grid
     spacing = " × ".join(f"{s:.3g}" for s in grid.spacing)
     lines = [
@@ -85,6 +114,23 @@ def describe_volume(path: str | Path) -> list[str]:
     return lines
 
 
+def describe_folder(folder: str | Path) -> list[str]:
+    """One line per NIfTI file of a plain folder (no dataset.json): shape and spacing."""
+    import nibabel as nib
+
+    from lesionseg.data.nifti import is_nifti_path
+
+    files = sorted(p for p in Path(folder).iterdir() if is_nifti_path(p))
+    if not files:
+        raise LesionsegError("no dataset.json and no NIfTI files in this folder", folder)
+    lines = [f"folder:       {folder} ({len(files)} NIfTI file(s), no dataset.json)"]
+    for path in files:
+        image = nib.load(str(path))
+        zooms = " × ".join(f"{z:.3g}" for z in image.header.get_zooms()[:3])
+        lines.append(f"  {path.name}: {' × '.join(map(str, image.shape))}, {zooms} mm")
+    return lines
+
+
 def describe_dataset(dataset: Dataset) -> list[str]:
     """Lines describing a data set: channels, labels, splits and one row per subject."""
     lines = [
@@ -97,7 +143,8 @@ def describe_dataset(dataset: Dataset) -> list[str]:
         f"{'lesion ml':>10} {'lesions':>8}",
     ]
     for subject in dataset.subjects:
-        image = load_nifti(next(iter(subject.channels.values())), dtype=None)
+        first = next(iter(subject.channels))
+        image = load_nifti(subject.channels[first], dtype=None, volume=subject.volumes.get(first))
         grid = image.grid
         volume_ml, lesions = "-", "-"
         if subject.label is not None:

@@ -97,6 +97,9 @@ def subjects_from_inputs(
         if path.is_dir():
             raise LesionsegError("give one folder or data set, or the files of one subject", path)
     named = [str(i) for i in inputs if "=" in str(i) and not Path(i).exists()]
+    if not named and file_channels and len(inputs) == len(file_channels) != len(channel_names):
+        # the files of every channel the model was trained with, some of them unread
+        channel_names = file_channels
     if not named and len(inputs) != len(channel_names):
         raise LesionsegError(
             f"{len(inputs)} file(s) given but the model takes {len(channel_names)} channel(s) "

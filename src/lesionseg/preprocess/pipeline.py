@@ -131,7 +131,10 @@ def load_subject_volumes(
         raise LesionsegError(
             f"subject {subject.id!r} lacks channel(s) {', '.join(missing)} (it has: {have})"
         )
-    volumes = [load_nifti(subject.channels[name]) for name in channel_names]
+    volumes = [
+        load_nifti(subject.channels[name], volume=subject.volumes.get(name))
+        for name in channel_names
+    ]
     first, first_name = volumes[0], channel_names[0]
     for name, volume in zip(channel_names, volumes):
         check_not_empty(volume, f"{name} image")

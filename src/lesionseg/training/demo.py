@@ -256,6 +256,8 @@ def run_demo(
             "0.2",
             "--overwrite",
         ]
+        if not progress:
+            args.append("--quiet")
         if cli(args) != 0:
             raise LesionsegError("phantom synthesis failed (see the message above)")
         if extra:

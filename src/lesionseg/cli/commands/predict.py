@@ -7,7 +7,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from lesionseg.cli.options import add_device, add_overwrite, add_quiet, check_device
+from lesionseg.cli.options import add_device, add_models, add_overwrite, add_quiet, check_device
 from lesionseg.errors import LesionsegError
 
 if TYPE_CHECKING:
@@ -43,14 +43,7 @@ examples:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``lesionseg predict``."""
-    parser.add_argument(
-        "-m",
-        "--model",
-        action="append",
-        required=True,
-        metavar="MODEL_DIR",
-        help="trained model folder; repeat for an ensemble",
-    )
+    add_models(parser)
     parser.add_argument(
         "-i",
         "--input",

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tqdm import tqdm
-
-from lesionseg.data.phantoms import Phantom, get_task, synthesize, task_names
+from lesionseg.cli.options import add_quiet
 from lesionseg.errors import LesionsegError
+
+if TYPE_CHECKING:  # the phantoms load when the command runs, not for `lesionseg --help`
+    from lesionseg.data.phantoms import Phantom
 
 NAME = "synth"
 ORDER = 5
 HELP = "generate a phantom data set with known lesions (ms, tumor, stroke-acute, stroke-chronic)"
 DESCRIPTION = """Generate realistic multi-modal brain MRI phantoms with known lesions on real
 anatomy (ICBM152 templates shipped with nilearn), in the nnU-Net/MSD layout that every lesionseg
-command reads. The same seed gives identical files; subject k is the same whatever --subjects.
+command reads, or with --bids as a raw BIDS data set (labels in derivatives/lesionseg-phantoms).
+The same seed gives identical files; subject k is the same whatever --subjects.
 
 tasks:
   ms              T1, T2, PD, FLAIR; small ovoid and confluent lesions (as MSSEG 2016)
@@ -26,7 +30,8 @@ tasks:
 
 examples:
   lesionseg synth ms -o data/ms --subjects 20 --seed 0 --spacing 2
-  lesionseg synth all -o data --subjects 1 --spacing 1.5 --preview docs/phantoms.png"""
+  lesionseg synth all -o data --subjects 1 --spacing 1.5 --preview docs/phantoms.png
+  lesionseg synth ms -o bids/ms --subjects 4 --spacing 2 --bids   (raw BIDS: lesionseg bids)"""
 
 #: Channel drawn in three views in previews.
 PREVIEW_CHANNEL = {"ms": "FLAIR", "tumor": "T1c", "stroke-acute": "DWI", "stroke-chronic": "T1"}
@@ -34,6 +39,8 @@ PREVIEW_CHANNEL = {"ms": "FLAIR", "tumor": "T1c", "stroke-acute": "DWI", "stroke
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``lesionseg synth``."""
+    from lesionseg.data.phantoms import task_names
+
     parser.add_argument("task", choices=[*task_names(), "all"], help="which phantoms")
     parser.add_argument("-o", "--output", required=True, type=Path, help="output folder")
     parser.add_argument("--subjects", type=int, default=20, help="number of cases (default 20)")
@@ -64,10 +71,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also draw the first case of each task (orthogonal slices, lesion outlines)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing data set")
+    parser.add_argument(
+        "--bids",
+        action="store_true",
+        help="write raw BIDS (sub-XXX/anat/sub-XXX_T1w.nii.gz, ...; labels under "
+        "derivatives/lesionseg-phantoms) instead of the nnU-Net layout",
+    )
+    add_quiet(parser)
+
+
+def _writer(bids: bool) -> Callable[..., Path]:
+    """The phantom writer: the nnU-Net layout, or raw BIDS with ``--bids``."""
+    if not bids:
+        from lesionseg.data.phantoms import synthesize
+
+        return synthesize
+    from lesionseg.data.phantoms.bids_writer import synthesize_bids
+
+    return synthesize_bids
 
 
 def run(args: argparse.Namespace) -> int:
     """Generate the data set(s), then the optional preview."""
+    from tqdm import tqdm
+
+    from lesionseg.data.phantoms import get_task, task_names
+
     tasks = task_names() if args.task == "all" else [args.task]
     if args.preview is not None:
         if args.preview.suffix.lower() != ".png":
@@ -77,14 +106,16 @@ def run(args: argparse.Namespace) -> int:
     firsts: dict[str, Phantom] = {}
     for task in tasks:
         out = args.output / task if args.task == "all" else args.output
-        with tqdm(total=args.subjects, desc=f"synth {task}", unit="case") as bar:
+        with tqdm(
+            total=args.subjects, desc=f"synth {task}", unit="case", disable=args.quiet
+        ) as bar:
 
-            def progress(phantom: Phantom, task: str = task, bar: tqdm = bar) -> None:
+            def progress(phantom: Phantom, task: str = task, bar=bar) -> None:
                 if args.preview is not None and task not in firsts:
                     firsts[task] = phantom
                 bar.update(1)
 
-            synthesize(
+            _writer(args.bids)(
                 task,
                 out,
                 subjects=args.subjects,
@@ -96,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
                 overwrite=args.overwrite,
                 progress=progress,
             )
-        print(f"{task}: {args.subjects} cases written to {out}")
+        layout = " (BIDS)" if args.bids else ""
+        print(f"{task}: {args.subjects} cases written to {out}{layout}")
     if args.preview is not None:
         from lesionseg.report.slices import SliceRow, save_slices
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from lesionseg import __version__
 from lesionseg.data.atomic import write_json_atomic
+from lesionseg.data.phantoms.base import PhantomTask
 from lesionseg.data.phantoms.generate import Phantom, generate_subject
 from lesionseg.data.phantoms.registry import get_task, task_names
 from lesionseg.data.phantoms.writer import (
@@ -68,16 +69,7 @@ def synthesize(
         LesionsegError: Unknown task, bad sizes, or a non-empty output without ``overwrite``.
     """
     phantom_task = get_task(task)
-    if subjects < 1:
-        raise LesionsegError(f"--subjects must be at least 1, got {subjects}")
-    if not 0.0 <= test_fraction < 1.0:
-        raise LesionsegError(f"test fraction must be in [0, 1), got {test_fraction}")
-    if spacing <= 0 or spacing > 8:
-        raise LesionsegError(f"--spacing must be in (0, 8] mm, got {spacing}")
-    if slice_thickness is not None and not 0 < slice_thickness <= 10:
-        raise LesionsegError(f"--slice-thickness must be in (0, 10] mm, got {slice_thickness}")
-    if snr is not None and snr <= 0:
-        raise LesionsegError(f"--snr must be positive, got {snr}")
+    check_settings(subjects, test_fraction, spacing, slice_thickness, snr)
     out = prepare_output(out_dir, overwrite)
     n_test = min(int(round(subjects * test_fraction)), subjects - 1)
     n_train = subjects - n_test
@@ -94,15 +86,53 @@ def synthesize(
         del phantom
     write_metadata(out, phantom_task, records)
     settings = {
-        "task": phantom_task.name,
-        "seed": seed,
-        "subjects": subjects,
-        "spacing_mm": spacing,
-        "slice_thickness_mm": slice_thickness or phantom_task.default_thickness or spacing,
-        "snr": snr or phantom_task.default_snr,
+        **data_set_settings(phantom_task, seed, subjects, spacing, slice_thickness, snr),
         "lesionseg_version": __version__,
     }
     write_json_atomic(
         out / "dataset.json", dataset_json(phantom_task, n_train, n_test, settings, records)
     )
     return out
+
+
+def check_settings(
+    subjects: int,
+    test_fraction: float,
+    spacing: float,
+    slice_thickness: float | None,
+    snr: float | None,
+) -> None:
+    """Refuse settings no phantom writer can use (the nnU-Net layout and BIDS alike).
+
+    Raises:
+        LesionsegError: Naming the option and its allowed range.
+    """
+    if subjects < 1:
+        raise LesionsegError(f"--subjects must be at least 1, got {subjects}")
+    if not 0.0 <= test_fraction < 1.0:
+        raise LesionsegError(f"test fraction must be in [0, 1), got {test_fraction}")
+    if spacing <= 0 or spacing > 8:
+        raise LesionsegError(f"--spacing must be in (0, 8] mm, got {spacing}")
+    if slice_thickness is not None and not 0 < slice_thickness <= 10:
+        raise LesionsegError(f"--slice-thickness must be in (0, 10] mm, got {slice_thickness}")
+    if snr is not None and snr <= 0:
+        raise LesionsegError(f"--snr must be positive, got {snr}")
+
+
+def data_set_settings(
+    task: PhantomTask,
+    seed: int,
+    subjects: int,
+    spacing: float,
+    slice_thickness: float | None,
+    snr: float | None,
+) -> dict:
+    """The settings a phantom data set records (with the task's defaults filled in)."""
+    return {
+        "task": task.name,
+        "seed": seed,
+        "subjects": subjects,
+        "spacing_mm": spacing,
+        "slice_thickness_mm": slice_thickness or task.default_thickness or spacing,
+        "snr": snr or task.default_snr,
+    }
