@@ -39,7 +39,7 @@ AFFINE = np.diag([1.0, 1.2, 2.0, 1.0])
 
 
 @pytest.fixture(autouse=True)
-def test_model_registered():
+def registered_test_model():
     """The saved test models name this model; register it for each test only."""
     with MODELS.registered("test-centre-threshold", CentreThreshold):
         yield
@@ -385,3 +385,14 @@ def test_labels_and_method_names():
         strip_labels(["ses-1_x"], "ses", "--session-label")
     assert method_label("msseg-paper", "gated", "m") == "mssegpapergated"
     assert method_label(None, None, "my_model") == "mymodel"
+
+
+def test_shards_segment_each_subject_once(tmp_path, raw, model):
+    out = tmp_path / "out"
+    assert app(raw, out, model, "--shard", "1/2") == 0
+    first = sorted(p.name for p in out.glob("sub-*"))
+    assert app(raw, out, model, "--shard", "2/2") == 0  # adds its share, replaces nothing
+    every = sorted(p.name for p in out.glob("sub-*"))
+    assert first and len(first) < len(every)
+    assert every == sorted(p.name for p in raw.glob("sub-*"))
+    assert app(raw, tmp_path / "x", model, "--shard", "3/2") == 2

@@ -137,10 +137,11 @@ def parse_shard(text: str | None, env: dict[str, str] | None = None) -> tuple[in
     return k, n
 
 
-def shard_subjects(subjects: Sequence[Subject], shard: tuple[int, int]) -> list[Subject]:
+def shard_subjects(subjects: Sequence, shard: tuple[int, int]) -> list:
     """The K-th of N interleaved shares of ``subjects`` (sorted by id), for job arrays.
 
     Every subject belongs to exactly one share, whatever the order the inputs came in.
+    Anything with an ``id`` is shared out alike (a BIDS App's subjects and sessions).
     """
     k, n = shard
     ordered = sorted(subjects, key=lambda s: s.id)

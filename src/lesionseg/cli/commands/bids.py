@@ -100,6 +100,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_device(parser)
     add_overwrite(parser, "outputs")
     add_quiet(parser)
+    parser.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="segment only the K-th of N shares of the subjects/sessions (a job array; "
+        "under torchrun each process takes its RANK's share without it)",
+    )
 
 
 def _load_models(args: argparse.Namespace, device: str) -> list[LoadedMethod]:
@@ -164,13 +170,16 @@ def _predict(
 def _find_inputs(args: argparse.Namespace, models: list[LoadedMethod]) -> list[VisitInputs]:
     """Every selected visit's files, matched to the models' channels (before any writing)."""
     from lesionseg.data import bids
+    from lesionseg.inference.inputs import parse_shard, shard_subjects
     from lesionseg.inference.pipeline import required_channels
 
     channel_map = bids.parse_channel_map(args.channel_map)
     participants = bids.strip_labels(args.participant_label, "sub", "--participant-label")
     sessions = bids.strip_labels(args.session_label, "ses", "--session-label")
     layout = bids.load_layout(args.bids_dir)
-    visits = bids.select_visits(layout, participants, sessions)
+    visits = shard_subjects(
+        bids.select_visits(layout, participants, sessions), parse_shard(args.shard)
+    )
     return bids.find_inputs(layout, visits, required_channels(models), channel_map)
 
 
