@@ -132,3 +132,31 @@ def test_crf_tune_reads_a_predict_folder_with_labels_beside_probabilities(msd_da
     argv = ["crf-tune", "--prob-dir", str(preds), "-d", str(msd_dataset), "-o", str(out)]
     assert main([*argv, "--trials", "2", "--seed", "1"]) == 0
     assert json.loads(out.read_text())["tuning"]["cases"] == ["case_000", "case_001"]
+
+
+def test_crf_refines_a_folder_of_predictions(msd_dataset, tmp_path, capsys):
+    # what `lesionseg predict --save-probabilities` writes: <case>_prob beside <case>_seg
+    preds, out = tmp_path / "preds", tmp_path / "crf"
+    for i in range(2):
+        label = nib.load(str(msd_dataset / "labelsTr" / f"case_{i:03d}.nii.gz"))
+        fg = _probability(np.asarray(label.dataobj), i)
+        write_nifti(preds / f"case_{i:03d}_prob.nii.gz", np.stack([1 - fg, fg], -1), label.affine)
+        write_nifti(preds / f"case_{i:03d}_seg.nii.gz", (fg > 0.5).astype(np.uint8), label.affine)
+    argv = ["crf", "--prob-dir", str(preds), "-d", str(msd_dataset), "-o", str(out)]
+    assert main([*argv, "--save-probabilities", "--quiet"]) == 0
+    assert "CRF: 2 case(s)" in capsys.readouterr().out
+    names = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    assert names == [f"case_00{i}_{k}.nii.gz" for i in range(2) for k in ("prob", "seg")]
+    # each case as `crf --prob` alone gives it
+    case = msd_dataset / "imagesTr"
+    images = [a for c in sorted(case.glob("case_001_*")) for a in ("--image", str(c))]
+    single = tmp_path / "one_seg.nii.gz"
+    assert main(["crf", "--prob", str(preds / "case_001_prob.nii.gz"), "-o", str(single), *images,
+                 "--save-probabilities", "--quiet"]) == 0  # fmt: skip
+    np.testing.assert_array_equal(
+        np.asarray(nib.load(str(single)).dataobj),
+        np.asarray(nib.load(str(out / "case_001_seg.nii.gz")).dataobj),
+    )
+    assert (tmp_path / "one_prob.nii.gz").is_file()  # the flag alone: beside the labels
+    _one_line_error(capsys, argv, "--overwrite")
+    _one_line_error(capsys, [*argv[:-2], "-o", str(tmp_path / "x"), "--image", "a.nii"], "--image")

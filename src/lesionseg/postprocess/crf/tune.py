@@ -247,15 +247,6 @@ def save_result(result: TuningResult, path: str | Path, overwrite: bool = True) 
     result.best.params.save(path, extra={"tuning": result.record()}, overwrite=overwrite)
 
 
-def _case_id(path: Path) -> str:
-    """Case id of a probability file: its name without the NIfTI suffix and ``_prob``."""
-    name = path.name
-    for suffix in (".nii.gz", ".nii"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-    return name[: -len("_prob")] if name.endswith("_prob") else name
-
-
 def _crop_box(image: np.ndarray, margin: int) -> tuple[slice, ...]:
     """Bounding box of the non-zero voxels of any channel, with a margin."""
     inside = np.any(image != 0, axis=0)
@@ -292,46 +283,14 @@ def load_tuning_cases(
     Raises:
         LesionsegError: Missing folders or files, or inputs on different grids.
     """
-    from lesionseg.data.dataset import load_dataset
     from lesionseg.data.nifti import load_nifti
+    from lesionseg.postprocess.crf.cases import find_cases
     from lesionseg.postprocess.crf.io import load_channels, load_probabilities, zscore_channels
 
-    prob_dir = Path(prob_dir)
-    if not prob_dir.is_dir():
-        raise LesionsegError("probability folder not found", prob_dir)
-    prob_files = sorted(p for p in prob_dir.iterdir() if p.name.endswith((".nii.gz", ".nii")))
-    # a `lesionseg predict --save-probabilities` folder: the _prob maps, not the _seg labels
-    named = [p for p in prob_files if p.name.endswith(("_prob.nii.gz", "_prob.nii"))]
-    prob_files = named or [
-        p for p in prob_files if not p.name.endswith(("_seg.nii.gz", "_seg.nii"))
-    ]
-    if not prob_files:
-        raise LesionsegError("no .nii/.nii.gz probability files", prob_dir)
-    if (dataset is None) == (image_dir is None):
-        raise LesionsegError("give either --dataset or --image-dir (with --ref-dir)")
-    subjects = {}
-    if dataset is not None:
-        subjects = {s.id: s for s in load_dataset(dataset)}
-    elif ref_dir is None:
-        raise LesionsegError("--image-dir needs --ref-dir (the reference label maps)")
+    found = find_cases(prob_dir, dataset, image_dir, ref_dir, need_reference=True)
     cases = []
-    for path in prob_files:
-        case_id = _case_id(path)
-        if dataset is not None:
-            if case_id not in subjects:
-                raise LesionsegError(f"no case {case_id!r} in the data set {dataset}", path)
-            channels = list(subjects[case_id].channels.values())
-            ref = subjects[case_id].label
-        else:
-            channels = sorted(Path(image_dir).glob(f"{case_id}_[0-9][0-9][0-9][0-9].nii*"))
-            ref = None
-        if ref_dir is not None:
-            found = [Path(ref_dir) / f"{case_id}{s}" for s in (".nii.gz", ".nii")]
-            ref = next((p for p in found if p.is_file()), found[0])
-        if not channels:
-            raise LesionsegError(f"no image channels for case {case_id!r}", image_dir or dataset)
-        if ref is None:
-            raise LesionsegError(f"case {case_id!r} has no reference label map")
+    for case in found:
+        case_id, path, channels, ref = case.id, case.probabilities, case.channels, case.reference
         probs, grid = load_probabilities(path)
         image, _ = load_channels(channels, grid)
         reference = load_nifti(ref, dtype=None)
