@@ -21,6 +21,8 @@ phantoms.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import sys
 import time
@@ -235,6 +237,14 @@ def run_demo(
 
     # quiet (no progress): errors and the final summary only
     say = _say if progress else (lambda message: None)
+
+    def run_step(argv: list[str]) -> int:
+        """A ``lesionseg`` command of the demo; quiet, its summary line is not shown either."""
+        if progress:
+            return cli(argv)
+        with contextlib.redirect_stdout(io.StringIO()):
+            return cli(argv)
+
     extra = EXTRA_TRAINING.get(method, 0)
     n_test = min(int(round(subjects * 0.2)), subjects - 1) if subjects >= 1 else 0
     tic = time.perf_counter()
@@ -258,7 +268,7 @@ def run_demo(
         ]
         if not progress:
             args.append("--quiet")
-        if cli(args) != 0:
+        if run_step(args) != 0:
             raise LesionsegError("phantom synthesis failed (see the message above)")
         if extra:
             _add_training_phantoms(data, task, subjects, extra, seed)
@@ -294,7 +304,7 @@ def run_demo(
         args.append("--quiet")
     if device != "auto":
         args += ["--device", device]
-    if cli(args) != 0:
+    if run_step(args) != 0:
         raise LesionsegError("prediction failed (see the message above)")
     cases = sorted(p.name[: -len("_seg.nii.gz")] for p in preds.glob("*_seg.nii.gz"))
     result.seconds["prediction"] = time.perf_counter() - tic
