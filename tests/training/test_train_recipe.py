@@ -102,6 +102,9 @@ def test_defaults_stages_and_overrides(tmp_path):
         ({"channels": []}, "channels"),
         ({"channels": ["DWI", "DWI"]}, "channels"),
         ({"channels": {"DWI": 0}}, "channels"),
+        ({"expects": {"channels": 0}}, "expects.channels"),
+        ({"expects": {"classes": 1}}, "expects.classes"),
+        ({"expects": {"modalities": 4}}, "expects"),
     ],
 )
 def test_errors_name_the_key(tmp_path, change, key):

@@ -4,6 +4,7 @@ A recipe has these sections (all but ``model`` and ``sampler`` optional)::
 
     name: deepmedic-tiny
     channels: [DWI]                                     # default: every channel of the data
+    expects: {channels: 4, classes: 5}                  # what `describe` builds by default
     model: {name: deepmedic, ...options}
     preprocess: {target_spacing: [1, 1, 1], ...}        # PreprocessConfig fields
     sampler: {name: segments, output_size: [9, 9, 9], augment: [...], ...}
@@ -62,8 +63,8 @@ from lesionseg.errors import LesionsegError
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 SECTIONS = (
-    "name", "description", "imports", "seed", "channels", "model", "preprocess", "sampler", "loss",
-    "optimizer", "schedule", "train", "stages", "validation", "predict",
+    "name", "description", "imports", "seed", "channels", "expects", "model", "preprocess",
+    "sampler", "loss", "optimizer", "schedule", "train", "stages", "validation", "predict",
 )  # fmt: skip
 
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -82,6 +83,9 @@ DEFAULTS: dict[str, Any] = {
     # the data set's channels the networks read, in this order (None: all of them); EDD
     # Net reads DWI alone from DWI + ADC data
     "channels": None,
+    # the data the recipe was written for ({channels: 4, classes: 5}: BRATS): what
+    # `lesionseg describe RECIPE` builds by default; training checks nothing against it
+    "expects": None,
     "preprocess": {},
     "loss": {"name": "cross_entropy"},
     "optimizer": {"name": "adam", "lr": 1e-3},
@@ -143,6 +147,21 @@ def _channel_list(value: Any) -> list[str] | None:
     if repeated:
         raise _err("channels", f"names {', '.join(repeated)} more than once")
     return list(value)
+
+
+def _expected_data(value: Any) -> dict[str, int] | None:
+    """The recipe's ``expects``: None, or ``{channels: C, classes: K}`` (either optional)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) - {"channels", "classes"}:
+        raise _err("expects", f"must be {{channels: C, classes: K}}, got {value!r}")
+    for key, least in (("channels", 1), ("classes", 2)):
+        number = value.get(key)
+        if number is not None and (
+            isinstance(number, bool) or not isinstance(number, int) or number < least
+        ):
+            raise _err(f"expects.{key}", f"must be a whole number >= {least}, got {number!r}")
+    return dict(value)
 
 
 def _safe_name(value: Any, where: str) -> str:
@@ -452,6 +471,7 @@ def resolve(raw: dict[str, Any], source: Path | None = None) -> Recipe:
     if not isinstance(data["seed"], int):
         raise _err("seed", f"must be an integer, got {data['seed']!r}")
     data["channels"] = _channel_list(data.get("channels"))
+    data["expects"] = _expected_data(data.get("expects"))
     for i, stage in enumerate(stages):
         if is_train(stage) and stage["model"] not in [s.get("model") for s in stages[:i]]:
             _check_model_builds(stage["model"], f"stages[{i}].model")

@@ -31,7 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--channels", type=int, help="input channels for a recipe (default: its own, else 1)"
     )
-    parser.add_argument("--classes", type=int, help="classes incl. background (default 2)")
+    parser.add_argument(
+        "--classes", type=int, help="classes incl. background (default: the recipe's, else 2)"
+    )
     parser.add_argument("--no-layers", action="store_true", help="skip the layer table")
 
 
@@ -131,9 +133,16 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         recipe = load_recipe(args.source)
-        # a recipe that names its channels (channels: [DWI]) is described with them
-        channels = args.channels or len(recipe.data.get("channels") or ()) or 1
-        classes = args.classes or 2
+        # the recipe's own data: the channels it names (channels: [DWI]), or those it
+        # was written for (expects: {channels: 4, classes: 5})
+        expects = recipe.data.get("expects") or {}
+        channels = (
+            args.channels
+            or len(recipe.data.get("channels") or ())
+            or expects.get("channels")
+            or 1
+        )
+        classes = args.classes or expects.get("classes") or 2
         if channels < 1 or classes < 1:
             raise LesionsegError("--channels and --classes must be ≥ 1")
         model = build_network(recipe.data["stages"][0]["model"], channels, classes, seed=0)

@@ -32,11 +32,15 @@ def recipe_rows() -> list[dict[str, str]]:
                 entry = f"{stage['network']}={stage['model']['name']}"
                 if entry not in networks:
                     networks.append(entry)
+        expects = data.get("expects") or {}
+        channels = ", ".join(data.get("channels") or ["all"])
+        if not data.get("channels") and expects.get("channels"):
+            channels += f" (written for {expects['channels']})"
         rows.append(
             {
                 "name": name,
                 "networks": ", ".join(networks),
-                "channels": ", ".join(data.get("channels") or ["all"]),
+                "channels": channels,
                 "description": " ".join(str(data.get("description", "")).split()),
             }
         )
