@@ -99,8 +99,9 @@ def child_lesionseg(shape, tile) -> dict:
     base = peak_rss_bytes()
     tile = tuple(tile) if tile else choose_tile_size(model, image.shape[1:])
     plan = plan_valid(image.shape[1:], model.geometry, tile)
+    amp = os.environ.get("BENCH_AMP") == "1"  # bfloat16 autocast (--precision bf16)
     with measure() as record:
-        probs = predict_volume(model, image, mask=mask, tile_size=tile)
+        probs = predict_volume(model, image, mask=mask, tile_size=tile, amp=amp)
     np.save(os.environ["BENCH_OUT"], probs[1])
     return {
         **record,
@@ -140,7 +141,7 @@ def child_monai(shape, tile) -> dict:
         # MONAI's windows start where lesionseg's tiles do and the results agree.
         plan = plan_valid(image.shape[1:], model.geometry, tile)
         pad = [(0, 0)] + list(zip(plan.pad_before, plan.pad_after))
-        padded = np.pad(image, pad, mode="reflect")
+        padded = np.pad(image, pad)  # zeros beyond the image, as lesionseg (and training)
         with torch.inference_mode():
             # Overlap so that the stride is the tile's output size (MONAI: int(roi·(1-overlap))).
             overlap = [(2 * margin - 0.5) / t for t in tile_in]
@@ -159,9 +160,10 @@ def child_monai(shape, tile) -> dict:
     return {**record, "base_rss": base}
 
 
-def _in_subprocess(kind: str, shape, tile, out_path: str) -> dict:
+def _in_subprocess(kind: str, shape, tile, out_path: str, bf16: bool = False) -> dict:
     args = [list(shape), list(tile) if tile else None]
-    return run_child("bench_deepmedic", f"child_{kind}", args, env={"BENCH_OUT": out_path})
+    env = {"BENCH_OUT": out_path, "BENCH_AMP": "1" if bf16 else "0"}
+    return run_child("bench_deepmedic", f"child_{kind}", args, env=env)
 
 
 def run(quick: bool = False) -> list[dict]:
@@ -176,8 +178,13 @@ def run(quick: bool = False) -> list[dict]:
         mm = run_child("_common", "child_matmul", [])
         ours = _in_subprocess("lesionseg", shape, tile, ours_path)
         peer = _in_subprocess("monai", shape, ours["tile_out"], peer_path)
+        bf16_path = f"{tmp}/bf16.npy"
+        bf16 = _in_subprocess("lesionseg", shape, ours["tile_out"], bf16_path, bf16=True)
         mm2 = run_child("_common", "child_matmul", [])
         a, b = np.load(ours_path), np.load(peer_path)
+        brain = cropped_case(shape)[1] > 0
+        low = np.load(bf16_path)
+        bf16_agree = float(((a > 0.5) == (low > 0.5))[brain].mean())
         agree = float(((a > 0.5) == (b > 0.5)).mean())
         max_diff = float(np.abs(a - b).max())
     matmul = max(mm["flops"], mm2["flops"])
@@ -220,6 +227,9 @@ def run(quick: bool = False) -> list[dict]:
         ("monai / lesionseg", "CPU time ratio", peer["cpu"] / ours["cpu"], "x"),
         ("monai vs lesionseg", "foreground agreement", agree, "fraction of voxels"),
         ("monai vs lesionseg", "max |p difference|", max_diff, ""),
+        ("lesionseg predict_volume, bfloat16 (--precision bf16)", "wall time", bf16["wall"], "s"),
+        ("float32 / bfloat16", "wall time ratio", ours["wall"] / bf16["wall"], "x"),
+        ("bfloat16 vs float32", "label agreement", bf16_agree, "fraction of brain voxels"),
     ]
     return records("deepmedic", rows, common)
 

@@ -137,10 +137,7 @@ def run(args: argparse.Namespace) -> int:
         # was written for (expects: {channels: 4, classes: 5})
         expects = recipe.data.get("expects") or {}
         channels = (
-            args.channels
-            or len(recipe.data.get("channels") or ())
-            or expects.get("channels")
-            or 1
+            args.channels or len(recipe.data.get("channels") or ()) or expects.get("channels") or 1
         )
         classes = args.classes or expects.get("classes") or 2
         if channels < 1 or classes < 1:

@@ -95,7 +95,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="CASE",
         help="case name for the files of one subject (default: what their names share)",
     )
-    parser.add_argument("--amp", action="store_true", help="mixed precision (mainly for CUDA)")
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "auto"),
+        default="fp32",
+        help="fp32 (default); bf16: bfloat16 on the CPU, float16 on CUDA; auto: reduced "
+        "precision only where the hardware computes it (CUDA, CPUs with AVX-512 BF16/AMX)",
+    )
+    parser.add_argument("--amp", action="store_true", help="the same as --precision bf16")
     parser.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass")
     parser.add_argument(
         "--variant",
@@ -200,6 +207,9 @@ def run(args: argparse.Namespace) -> int:
         subject_id=args.name,
         file_channels=file_channels(models),
     )
+    from lesionseg.inference.precision import use_reduced_precision
+
+    amp = args.amp or use_reduced_precision(args.precision, device)
     shard = parse_shard(args.shard)
     subjects = shard_subjects(subjects, shard)
     for subject in subjects:
@@ -232,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
             tta=args.tta,
             save_probabilities=args.save_probabilities,
             overwrite=todo[subject.id],
-            amp=args.amp,
+            amp=amp,
             batch_size=args.batch_size,
             postprocess=postprocess,
             naming=args.naming,
