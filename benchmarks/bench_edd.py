@@ -156,6 +156,48 @@ def child_monai(folder: str, out: str) -> dict:
     return {**record, "wall": float(np.median(times[1:]))}
 
 
+def child_onnxruntime(folder: str, out: str) -> dict:
+    """The same EDD Net exported to ONNX (as ``lesionseg export``) in onnxruntime."""
+    import logging
+    import warnings
+
+    import onnxruntime as ort
+
+    pre = _preprocess(folder)
+    edd, _ = _networks()
+    image, mask = pre.image, pre.mask
+    x, y, z = image.shape[1:]
+    padded = (-(-x // 4) * 4, -(-y // 4) * 4)
+    slices = np.zeros((z, 1, *padded), np.float32)
+    slices[:, 0, :x, :y] = np.moveaxis(image[0], 2, 0)
+    path = os.path.join(os.path.dirname(out), "edd.onnx")
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            edd, (torch.from_numpy(slices[:16]),), path, input_names=["image"],
+            dynamic_shapes=({0: "batch"},), dynamo=True, optimize=False,
+        )  # fmt: skip
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+    def forward():
+        logits = np.concatenate(
+            [session.run(None, {"image": slices[i : i + 16]})[0] for i in range(0, z, 16)]
+        )
+        return torch.softmax(torch.from_numpy(logits), 1).numpy()
+
+    times = []
+    for _ in range(REPEATS + 1):  # the first is the warm-up
+        with measure() as record:
+            probs = forward()
+        times.append(record["wall"])
+    foreground = np.moveaxis(probs[:, 1, :x, :y], 0, 2) * (mask > 0)
+    np.save(out, foreground)
+    return {**record, "wall": float(np.median(times[1:]))}
+
+
 def run(quick: bool = False) -> list[dict]:
     """Preprocessing, EDD (lesionseg and MONAI) and MUSCLE on one phantom."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -165,6 +207,10 @@ def run(quick: bool = False) -> list[dict]:
         ours = run_child("bench_edd", "child_lesionseg", [data, f"{tmp}/ours.npy"])
         peer = run_child("bench_edd", "child_monai", [data, f"{tmp}/monai.npy"])
         difference = float(np.abs(np.load(f"{tmp}/ours.npy") - np.load(f"{tmp}/monai.npy")).max())
+        onnx = run_child("bench_edd", "child_onnxruntime", [data, f"{tmp}/onnx.npy"])
+        onnx_difference = float(
+            np.abs(np.load(f"{tmp}/ours.npy") - np.load(f"{tmp}/onnx.npy")).max()
+        )
     total = pre["wall"] + ours["edd_wall"] + ours["muscle_wall"]
     common = {
         "device": "cpu",
@@ -180,6 +226,14 @@ def run(quick: bool = False) -> list[dict]:
         ("EDD Net, whole slices (monai sliding window)", "wall time", peer["wall"], "s"),
         ("monai / lesionseg, EDD Net", "wall time ratio", peer["wall"] / ours["edd_wall"], "x"),
         ("monai vs lesionseg, EDD Net", "max probability difference", difference, ""),
+        ("EDD Net, whole slices (onnxruntime, lesionseg export)", "wall time", onnx["wall"], "s"),
+        (
+            "onnxruntime / lesionseg, EDD Net",
+            "wall time ratio",
+            onnx["wall"] / ours["edd_wall"],
+            "x",
+        ),
+        ("onnxruntime vs lesionseg, EDD Net", "max probability difference", onnx_difference, ""),
         ("MUSCLE Net on the small components", "wall time", ours["muscle_wall"], "s"),
         ("MUSCLE Net, a process's first call", "wall time", ours["muscle_first_wall"], "s"),
         ("whole scan (preprocessing + EDD + MUSCLE)", "wall time", total, "s"),
