@@ -81,6 +81,32 @@ def child_preprocess(folder: str) -> dict:
     return {**record, "shape": list(pre.image.shape[1:])}
 
 
+def _padded_slices(image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+    """The DWI's axial slices ``(Z, 1, X', Y')``, zero-padded to multiples of 4."""
+    x, y, z = image.shape[1:]
+    padded = (-(-x // 4) * 4, -(-y // 4) * 4)
+    slices = np.zeros((z, 1, *padded), np.float32)
+    slices[:, 0, :x, :y] = np.moveaxis(image[0], 2, 0)
+    return slices, padded
+
+
+def _median_wall(predict) -> tuple[dict, np.ndarray]:
+    """``predict()`` timed :data:`REPEATS` times after a warm-up: the last record (median
+    wall time) and its result."""
+    times = []
+    for _ in range(REPEATS + 1):  # the first is the warm-up
+        with measure() as record:
+            result = predict()
+        times.append(record["wall"])
+    return {**record, "wall": float(np.median(times[1:]))}, result
+
+
+def _foreground(probs: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per-slice ``(Z, K, X', Y')`` probabilities → the ``(X, Y, Z)`` foreground map."""
+    x, y = mask.shape[:2]
+    return np.moveaxis(probs[:, 1, :x, :y], 0, 2) * (mask > 0)
+
+
 class _Fixed:
     """A graph input whose dense output is given: the stand-in for a trained EDD Net."""
 
@@ -101,12 +127,7 @@ def child_lesionseg(folder: str, out: str) -> dict:
     pre = _preprocess(folder)
     edd, muscle = _networks()
     image, mask = pre.image, pre.mask
-    predict_volume(edd, image, mask=mask, axis=2)  # warm-up: the first batches are slower
-    times = []
-    for _ in range(REPEATS):
-        with measure() as edd_time:
-            probs = predict_volume(edd, image, mask=mask, axis=2)
-        times.append(edd_time["wall"])
+    edd_time, probs = _median_wall(lambda: predict_volume(edd, image, mask=mask, axis=2))
     np.save(out, probs[1])
     flagged = np.where((image[0] > 3.0) & (mask > 0), 0.9, 0.1).astype(np.float32)
     _, small, _ = small_components(flagged > 0.5, 60, 2, 8)
@@ -121,7 +142,7 @@ def child_lesionseg(folder: str, out: str) -> dict:
     with measure() as muscle_time:
         rescore_components(graph_inputs, **options)
     return {
-        "edd_wall": float(np.median(times)),
+        "edd_wall": edd_time["wall"],
         "edd_cpu": edd_time["cpu"],
         "muscle_wall": muscle_time["wall"],
         "muscle_first_wall": first_time["wall"],
@@ -137,65 +158,53 @@ def child_monai(folder: str, out: str) -> dict:
 
     pre = _preprocess(folder)
     edd, _ = _networks()
-    image, mask = pre.image, pre.mask
-    x, y, z = image.shape[1:]
-    padded = (-(-x // 4) * 4, -(-y // 4) * 4)
-    slices = np.zeros((z, 1, *padded), np.float32)
-    slices[:, 0, :x, :y] = np.moveaxis(image[0], 2, 0)
+    slices, padded = _padded_slices(pre.image)
 
-    def net(batch):
-        return torch.softmax(edd(batch), 1)
-
-    times = []
-    for _ in range(REPEATS + 1):  # the first is the warm-up
-        with measure() as record, torch.inference_mode():
+    def predict():
+        with torch.inference_mode():
+            net = lambda batch: torch.softmax(edd(batch), 1)  # noqa: E731
             probs = sliding_window_inference(torch.from_numpy(slices), padded, 16, net, overlap=0)
-            foreground = np.moveaxis(probs[:, 1, :x, :y].numpy(), 0, 2) * (mask > 0)
-        times.append(record["wall"])
-    np.save(out, foreground)
-    return {**record, "wall": float(np.median(times[1:]))}
+        return probs.numpy()
+
+    record, probs = _median_wall(predict)
+    np.save(out, _foreground(probs, pre.mask))
+    return record
 
 
 def child_onnxruntime(folder: str, out: str) -> dict:
-    """The same EDD Net exported to ONNX (as ``lesionseg export``) in onnxruntime."""
-    import logging
-    import warnings
-
+    """The same EDD Net exported by ``lesionseg export``, run in onnxruntime."""
     import onnxruntime as ort
+
+    from lesionseg.inference.onnx_export import export_onnx
+    from lesionseg.models.io import save_model
 
     pre = _preprocess(folder)
     edd, _ = _networks()
-    image, mask = pre.image, pre.mask
-    x, y, z = image.shape[1:]
-    padded = (-(-x // 4) * 4, -(-y // 4) * 4)
-    slices = np.zeros((z, 1, *padded), np.float32)
-    slices[:, 0, :x, :y] = np.moveaxis(image[0], 2, 0)
-    path = os.path.join(os.path.dirname(out), "edd.onnx")
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            edd, (torch.from_numpy(slices[:16]),), path, input_names=["image"],
-            dynamic_shapes=({0: "batch"},), dynamo=True, optimize=False,
-        )  # fmt: skip
+    slices, padded = _padded_slices(pre.image)
+    work = os.path.dirname(out)
+    config = {
+        "recipe": {"name": "edd-muscle-paper", "model": _paper_recipe()["model"], "predict": {}},
+        "channel_names": ["DWI"],
+        "labels": {"0": "background", "1": "infarct"},
+        "preprocess": _paper_recipe()["preprocess"],
+        "network": "edd",
+    }
+    save_model(edd, config, os.path.join(work, "edd-model"))
+    path = os.path.join(work, "edd.onnx")
+    export_onnx(os.path.join(work, "edd-model"), path, size=padded)
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
-    def forward():
+    def predict():
         logits = np.concatenate(
-            [session.run(None, {"image": slices[i : i + 16]})[0] for i in range(0, z, 16)]
+            [session.run(None, {"image": slices[i : i + 16]})[0] for i in range(0, len(slices), 16)]
         )
         return torch.softmax(torch.from_numpy(logits), 1).numpy()
 
-    times = []
-    for _ in range(REPEATS + 1):  # the first is the warm-up
-        with measure() as record:
-            probs = forward()
-        times.append(record["wall"])
-    foreground = np.moveaxis(probs[:, 1, :x, :y], 0, 2) * (mask > 0)
-    np.save(out, foreground)
-    return {**record, "wall": float(np.median(times[1:]))}
+    record, probs = _median_wall(predict)
+    np.save(out, _foreground(probs, pre.mask))
+    return record
 
 
 def run(quick: bool = False) -> list[dict]:

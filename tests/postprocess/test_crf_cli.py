@@ -160,3 +160,23 @@ def test_crf_refines_a_folder_of_predictions(msd_dataset, tmp_path, capsys):
     assert (tmp_path / "one_prob.nii.gz").is_file()  # the flag alone: beside the labels
     _one_line_error(capsys, argv, "--overwrite")
     _one_line_error(capsys, [*argv[:-2], "-o", str(tmp_path / "x"), "--image", "a.nii"], "--image")
+
+
+def test_crf_tune_on_what_predict_writes(tmp_path, capsys):
+    from tests.safety.builders import model_folder, msd
+
+    data = msd(tmp_path / "data", n_train=2, n_test=0)  # every case has a reference
+    model = model_folder(tmp_path / "model")
+    preds = tmp_path / "preds"
+    argv = ["predict", "-m", str(model), "-i", str(data), "--all", "-o", str(preds)]
+    assert main([*argv, "--save-probabilities", "--quiet"]) == 0
+    assert {p.name for p in preds.glob("*.nii.gz")} == {
+        f"case_00{i}_{k}.nii.gz" for i in range(2) for k in ("prob", "seg")
+    }
+    capsys.readouterr()
+    out = tmp_path / "crf.json"
+    tune = ["crf-tune", "--prob-dir", str(preds), "-d", str(data), "-o", str(out)]
+    assert main([*tune, "--trials", "2", "--quiet"]) == 0
+    printed, errors = capsys.readouterr()
+    assert errors == "" and printed.strip().startswith("best: trial")  # only the summary
+    assert json.loads(out.read_text())["tuning"]["cases"] == ["case_000", "case_001"]

@@ -55,10 +55,13 @@ def describe_volumes(path: str | Path, count: int) -> list[str]:
     The geometry, then one line per volume; maps that sum to 1 in every voxel are called
     class probabilities, with the voxels where each class is the most probable.
     """
-    volumes = [load_nifti(path, dtype=np.float32, volume=k) for k in range(count)]
-    lines = describe_volume(path, volumes[0])[:5]
-    lines[1] = f"shape:        {' × '.join(map(str, volumes[0].grid.shape))} × {count} volumes"
-    stack = np.stack([v.data for v in volumes])
+    import nibabel as nib
+
+    first = load_nifti(path, dtype=np.float32, volume=0)  # validates the file and its grid
+    lines = describe_volume(path, first)[:5]
+    lines[1] = f"shape:        {' × '.join(map(str, first.grid.shape))} × {count} volumes"
+    # one read of the whole file (a volume at a time would decompress it once per volume)
+    stack = np.moveaxis(np.asarray(nib.load(str(path)).dataobj, dtype=np.float32), -1, 0)
     probabilities = stack.min() >= 0 and np.allclose(stack.sum(0), 1, atol=1e-3)
     winner = np.argmax(stack, axis=0) if probabilities else None
     if probabilities:
