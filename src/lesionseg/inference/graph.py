@@ -94,6 +94,7 @@ class NetworkInput:
         predict: ``predict(model, image, mask) -> (K, *spatial)``, the dense predictor with
             the run's settings (tiles, device, flips, slice axis) bound.
         channel_names: Names of the image channels (for combiners' voxel rules).
+        dropout: Keep dropout active in patch classification too (a Monte-Carlo pass).
     """
 
     model: nn.Module
@@ -101,6 +102,7 @@ class NetworkInput:
     mask: np.ndarray | None
     predict: Callable[[nn.Module, np.ndarray, np.ndarray | None], np.ndarray]
     channel_names: Sequence[str] = field(default_factory=list)
+    dropout: bool = False
 
     @property
     def subject(self):
@@ -128,8 +130,15 @@ class NetworkInput:
         input includes it (MUSCLE Net).
         """
         from lesionseg.inference.patches import classify_at
+        from lesionseg.inference.predictor import set_dropout
 
-        return classify_at(self.model, self.image, points, probability)
+        if not self.dropout:
+            return classify_at(self.model, self.image, points, probability)
+        set_dropout(self.model, True)
+        try:
+            return classify_at(self.model, self.image, points, probability)
+        finally:
+            set_dropout(self.model, False)
 
 
 @dataclass

@@ -127,7 +127,9 @@ class LoadedMethod:
             def run(model, img, where, bound=bound):
                 return predict_volume(model, img, mask=where, **bound)
 
-            inputs[name] = NetworkInput(network, image, mask, run, self.channel_names)
+            inputs[name] = NetworkInput(
+                network, image, mask, run, self.channel_names, bool(kwargs.get("dropout"))
+            )
         return evaluate(self.graph, inputs)
 
 

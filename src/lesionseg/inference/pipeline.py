@@ -18,7 +18,7 @@ argmax of the last probabilities) is mapped back to the input grid.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from lesionseg.data.nifti import save_nifti
 from lesionseg.errors import LesionsegError
 from lesionseg.inference.method import LoadedMethod, load_method
 from lesionseg.inference.predictor import labels_from_probabilities
+from lesionseg.inference.uncertainty import UNCERTAINTY_MAPS, UncertaintyAccumulator
 from lesionseg.postprocess.chain import Step, apply_step, parse_steps
 from lesionseg.postprocess.overrides import PostprocessOverrides
 from lesionseg.preprocess import PreprocessConfig, preprocess_subject
@@ -45,6 +46,7 @@ class PredictionOutputs:
     subject_id: str
     segmentation: Path
     probabilities: Path | None = None
+    uncertainty: Path | None = None
 
 
 def load_models(
@@ -149,17 +151,44 @@ def output_paths(
     return out_dir / f"{subject_id}_seg.nii.gz", out_dir / f"{subject_id}_prob.nii.gz"
 
 
+def uncertainty_paths(out_dir: str | Path, subject_id: str) -> tuple[Path, Path]:
+    """The uncertainty maps and member label maps of a subject (``--save-uncertainty``)."""
+    out_dir = Path(out_dir)
+    return (
+        out_dir / f"{subject_id}_uncertainty.nii.gz",
+        out_dir / f"{subject_id}_members.nii.gz",
+    )
+
+
 def check_naming(naming: str, save_probabilities: bool) -> None:
-    """nnU-Net's naming has no place for probability maps.
+    """nnU-Net's naming has no place for probability or uncertainty maps.
 
     Raises:
-        LesionsegError: ``--naming nnunet`` with ``--save-probabilities``, or a bad name.
+        LesionsegError: ``--naming nnunet`` with ``--save-probabilities`` (or
+            ``--save-uncertainty``), or a bad name.
     """
     output_paths(".", "case", naming)
     if naming == "nnunet" and save_probabilities:
         raise LesionsegError(
             "--naming nnunet writes <case>.nii.gz only (nnU-Net's tools read every .nii.gz "
-            "of the folder as a case); leave out --save-probabilities or use the default naming"
+            "of the folder as a case); leave out --save-probabilities and --save-uncertainty "
+            "or use the default naming"
+        )
+
+
+def check_uncertainty(
+    models: Sequence[LoadedMethod], tta: bool, mc_dropout: int, save_uncertainty: bool
+) -> None:
+    """Uncertainty needs several predictions of each case.
+
+    Raises:
+        LesionsegError: ``--save-uncertainty`` with one model, no ``--tta`` and no
+            ``--mc-dropout``.
+    """
+    if save_uncertainty and sample_count(models, tta, mc_dropout) < 2:
+        raise LesionsegError(
+            "--save-uncertainty needs several predictions of each case: an ensemble "
+            "(-m A -m B), --tta or --mc-dropout N"
         )
 
 
@@ -175,6 +204,7 @@ def prepare_predictions(
     skip_existing: bool = False,
     inputs: Sequence[str | Path] = (),
     naming: str = "lesionseg",
+    save_uncertainty: bool = False,
 ) -> dict[str, bool]:
     """Check the output folder before any work; return the subjects still to predict.
 
@@ -191,6 +221,7 @@ def prepare_predictions(
         inputs: The ``-i`` inputs: the output may not replace them nor lie in a folder whose
             every file is read as a case (``imagesTr``, a folder of ``<case>_0000`` files).
         naming: Output names (:data:`NAMINGS`).
+        save_uncertainty: Uncertainty and member maps are written too.
 
     Returns:
         Subject id → whether its earlier outputs may be replaced (``overwrite``, or a case
@@ -212,10 +243,9 @@ def prepare_predictions(
         scanned=[f for i in inputs for f in scanned_folders(i)],
     )
     todo: dict[str, bool] = {}  # subject → whether its earlier outputs may be replaced
-    check_naming(naming, save_probabilities)
+    check_naming(naming, save_probabilities or save_uncertainty)
     for sid in subject_ids:
-        seg, prob = output_paths(out, sid, naming)
-        wanted = (seg, prob) if save_probabilities else (seg,)
+        wanted = _wanted(out, sid, naming, save_probabilities, save_uncertainty)
         existing = [p for p in wanted if p.exists()]
         if not existing:
             todo[sid] = False
@@ -236,12 +266,22 @@ def prepare_predictions(
     return todo
 
 
+def _wanted(
+    out: Path, sid: str, naming: str, save_probabilities: bool, save_uncertainty: bool
+) -> list[Path]:
+    """The files a subject's prediction writes."""
+    seg, prob = output_paths(out, sid, naming)
+    wanted = [seg] + ([prob] if save_probabilities else [])
+    return wanted + (list(uncertainty_paths(out, sid)) if save_uncertainty else [])
+
+
 def check_outputs_free(
     out_dir: str | Path,
     subject_ids: Sequence[str],
     save_probabilities: bool,
     overwrite: bool,
     naming: str = "lesionseg",
+    save_uncertainty: bool = False,
 ) -> None:
     """Refuse to start when an output exists already and ``overwrite`` is False.
 
@@ -251,8 +291,7 @@ def check_outputs_free(
     if overwrite:
         return
     for sid in subject_ids:
-        seg, prob = output_paths(out_dir, sid, naming)
-        for path in (seg, prob) if save_probabilities else (seg,):
+        for path in _wanted(Path(out_dir), sid, naming, save_probabilities, save_uncertainty):
             if path.exists():
                 raise LesionsegError("exists already; use --overwrite to replace it", path)
 
@@ -320,6 +359,58 @@ def _preprocess_key(config: dict) -> str:
     )
 
 
+def _samples(
+    member: LoadedMethod,
+    image: np.ndarray,
+    mask: np.ndarray | None,
+    kwargs: dict,
+    tta: bool,
+    mc_dropout: int,
+) -> Iterator[np.ndarray]:
+    """The member's predictions one by one: each flip of ``--tta``, each dropout pass.
+
+    Their mean is the member's prediction (what :func:`predict_volume` returns with the
+    same flips); one at a time, so that uncertainty can be gathered without keeping them.
+    """
+    from lesionseg.inference.predictor import flip_sets
+
+    for flip in flip_sets(TTA_FLIP_AXES if tta else ()):
+        axes = [a + 1 for a in flip]
+        img = np.flip(image, axes) if flip else image
+        msk = np.flip(mask, list(flip)) if (flip and mask is not None) else mask
+        for index in range(max(mc_dropout, 1)):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(index)  # pass i draws the same dropout masks every run
+                probs = member.predict(img, msk, **kwargs, dropout=mc_dropout > 0)
+            yield np.flip(probs, axes) if flip else probs
+
+
+def check_mc_dropout(models: Sequence[LoadedMethod], passes: int) -> None:
+    """``--mc-dropout N`` needs N ≥ 2 and networks that have dropout.
+
+    Raises:
+        LesionsegError: Naming the model folder without dropout.
+    """
+    if passes == 0:
+        return
+    if passes < 2:
+        raise LesionsegError(f"--mc-dropout needs at least 2 passes, got {passes}")
+    from lesionseg.inference.predictor import has_dropout
+
+    for method in models:
+        if not any(has_dropout(net) for net in method.networks.values()):
+            raise LesionsegError(
+                "--mc-dropout: the model's networks have no dropout (rate > 0); use an "
+                "ensemble (-m A -m B) or --tta for uncertainty",
+                method.folder,
+            )
+
+
+def sample_count(models: Sequence[LoadedMethod], tta: bool, mc_dropout: int) -> int:
+    """How many predictions the uncertainty maps are made from."""
+    return len(models) * (2 if tta else 1) * max(mc_dropout, 1)
+
+
 def predict_subject(
     models: Sequence[LoadedMethod],
     subject: Subject,
@@ -334,6 +425,8 @@ def predict_subject(
     batch_size: int = 1,
     postprocess: PostprocessOverrides | None = None,
     naming: str = "lesionseg",
+    save_uncertainty: bool = False,
+    mc_dropout: int = 0,
 ) -> PredictionOutputs:
     """Predict one subject with one model or an ensemble and write the outputs.
 
@@ -350,18 +443,28 @@ def predict_subject(
         batch_size: Tiles per forward pass.
         postprocess: Post-processing options overriding the recipe's steps.
         naming: Output names (:data:`NAMINGS`).
+        save_uncertainty: Also write ``<case>_uncertainty.nii.gz`` (entropy of the mean
+            and mutual information, :mod:`lesionseg.inference.uncertainty`) and
+            ``<case>_members.nii.gz`` (every prediction's label map), from the ensemble
+            members, the flips of ``tta`` and the dropout passes.
+        mc_dropout: Monte-Carlo dropout passes per member (0: none).
 
     Returns:
         The files written.
 
     Raises:
-        LesionsegError: Channels that do not match, unreadable inputs, existing outputs.
+        LesionsegError: Channels that do not match, unreadable inputs, existing outputs,
+            uncertainty from a single prediction.
     """
     check_compatible(models)
     check_channels(subject, models)
-    check_naming(naming, save_probabilities)
+    check_naming(naming, save_probabilities or save_uncertainty)
+    check_mc_dropout(models, mc_dropout)
+    check_uncertainty(models, tta, mc_dropout, save_uncertainty)
     seg_path, prob_path = output_paths(out_dir, subject.id, naming)
-    check_outputs_free(out_dir, [subject.id], save_probabilities, overwrite, naming)
+    check_outputs_free(
+        out_dir, [subject.id], save_probabilities, overwrite, naming, save_uncertainty
+    )
 
     groups: dict[str, list[LoadedMethod]] = {}
     for m in models:
@@ -371,26 +474,31 @@ def predict_subject(
         raise LesionsegError(
             "ensemble members preprocess differently; post-processing needs one preprocessed grid"
         )
-    kwargs = dict(
-        tile_size=tile_size,
-        device=device,
-        amp=amp,
-        batch_size=batch_size,
-        flip_axes=TTA_FLIP_AXES if tta else (),
-    )
+    kwargs = dict(tile_size=tile_size, device=device, amp=amp, batch_size=batch_size)
     k = models[0].num_outputs
     fill = [1.0] + [0.0] * (k - 1)
     total, labels, record = None, None, None
+    gathered = UncertaintyAccumulator() if save_uncertainty else None
     for members in groups.values():
         first = members[0]
         pre = preprocess_subject(
             subject, first.channel_names, PreprocessConfig.from_dict(first.config.get("preprocess"))
         )
-        probs = None
+        probs, count = None, 0
         for member in members:
-            p = member.predict(pre.image, pre.mask, **kwargs)
-            probs = p if probs is None else probs + p
-        probs /= len(members)
+            if gathered is None and not mc_dropout:  # one pass, flips averaged inside
+                flips = TTA_FLIP_AXES if tta else ()
+                found = [member.predict(pre.image, pre.mask, **kwargs, flip_axes=flips)]
+            else:
+                found = _samples(member, pre.image, pre.mask, kwargs, tta, mc_dropout)
+            for p in found:
+                if gathered is not None:
+                    gathered.add(
+                        np.moveaxis(pre.record.invert(p, is_label=False, fill=fill), -1, 0)
+                    )
+                probs = p if probs is None else probs + p
+                count += 1
+        probs /= count
         probs, labels = run_postprocess(steps, probs, pre.image, pre.mask, pre.spacing)
         back = pre.record.invert(probs, is_label=False, fill=fill) * (len(members) / len(models))
         total = back if total is None else total + back
@@ -404,4 +512,11 @@ def predict_subject(
     written_prob = None
     if save_probabilities:
         written_prob = save_nifti(total.astype(np.float32), grid, prob_path, overwrite=overwrite)
-    return PredictionOutputs(subject.id, seg_path, written_prob)
+    written_uncertainty = None
+    if gathered is not None:
+        unc_path, members_path = uncertainty_paths(out_dir, subject.id)
+        maps = gathered.maps()
+        stacked = np.stack([maps[name] for name in UNCERTAINTY_MAPS], axis=-1)
+        written_uncertainty = save_nifti(stacked, grid, unc_path, overwrite=overwrite)
+        save_nifti(gathered.label_maps(), grid, members_path, overwrite=overwrite)
+    return PredictionOutputs(subject.id, seg_path, written_prob, written_uncertainty)

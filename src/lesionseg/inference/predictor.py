@@ -272,7 +272,19 @@ def _predict_slices(
     return np.moveaxis(out, 1, axis + 1)
 
 
-def _flip_sets(flip_axes: Sequence[int]) -> list[tuple[int, ...]]:
+def has_dropout(model: nn.Module) -> bool:
+    """True if the network has a dropout layer with a non-zero rate (MC dropout works)."""
+    return any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules())
+
+
+def set_dropout(model: nn.Module, active: bool) -> None:
+    """Switch only the dropout layers to training (active) or evaluation behaviour."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.dropout._DropoutNd):
+            module.train(active)
+
+
+def flip_sets(flip_axes: Sequence[int]) -> list[tuple[int, ...]]:
     """Every combination of the flip axes, the identity first (nnU-Net's mirroring)."""
     axes = sorted({int(a) for a in flip_axes})
     return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
@@ -299,6 +311,7 @@ def predict_volume(
     batch_size: int = 1,
     flip_axes: Sequence[int] = (),
     axis: int = 2,
+    dropout: bool = False,
 ) -> np.ndarray:
     """Class probabilities for a whole preprocessed volume.
 
@@ -318,6 +331,8 @@ def predict_volume(
         flip_axes: Test-time augmentation: the result is the mean over every
             combination of flips along these spatial axes (0 = sagittal).
         axis: Slice axis for 2D models (2 = axial).
+        dropout: Keep the dropout layers active (one Monte-Carlo dropout pass; seed
+            torch's generator first for a reproducible pass).
 
     Returns:
         ``(K, X, Y, Z)`` float32 probabilities (K = classes; 2 for a sigmoid model).
@@ -341,6 +356,8 @@ def predict_volume(
     copy_fn = getattr(model, "inference_copy", None)
     net = copy_fn() if callable(copy_fn) else model
     net.eval().to(device)
+    if dropout:
+        set_dropout(net, True)
     channels_last = device.type == "cpu" and geometry.spatial_dims == 3
     if channels_last:  # oneDNN's 3D convolutions are about 2× faster channels-last
         net.to(memory_format=torch.channels_last_3d)
@@ -353,7 +370,7 @@ def predict_volume(
 
         batch_size = max(batch_size, patch_batch_size(net, device))
     total = None
-    flips = _flip_sets(flip_axes)
+    flips = flip_sets(flip_axes)
     try:
         with torch.inference_mode():
             for flip in flips:
@@ -375,6 +392,8 @@ def predict_volume(
         if channels_last and net is model:
             model.to(memory_format=torch.contiguous_format)
         model.train(was_training)
+        if dropout and net is not model:
+            set_dropout(net, False)
     if len(flips) > 1:
         total /= len(flips)
     return apply_mask(np.ascontiguousarray(total, dtype=np.float32), mask)

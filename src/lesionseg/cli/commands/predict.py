@@ -103,6 +103,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "precision only where the hardware computes it (CUDA, CPUs with AVX-512 BF16/AMX)",
     )
     parser.add_argument("--amp", action="store_true", help="the same as --precision bf16")
+    parser.add_argument(
+        "--save-uncertainty",
+        action="store_true",
+        help="also write <case>_uncertainty.nii.gz (entropy of the mean, mutual information) "
+        "and <case>_members.nii.gz (each prediction's labels), from the ensemble members "
+        "(-m A -m B), the flips of --tta and the passes of --mc-dropout",
+    )
+    parser.add_argument(
+        "--mc-dropout",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N Monte-Carlo dropout passes per model (networks with dropout), averaged",
+    )
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="then write `lesionseg report` into OUTDIR/report (with the report options)",
+    )
     parser.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass")
     parser.add_argument(
         "--variant",
@@ -111,6 +130,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="one of the recipe's prediction variants (its graph and post-processing; "
         "e.g. gated for the MSSEG cascade's later rule); `lesionseg describe MODEL` lists them",
     )
+    from lesionseg.cli.commands.report import add_report_options
+
+    add_report_options(parser)
     post = parser.add_argument_group("post-processing (overrides the recipe's steps)")
     post.add_argument(
         "--postprocess",
@@ -197,6 +219,10 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise LesionsegError("--batch-size must be at least 1")
     postprocess = postprocess_overrides(args)
+    if args.report:
+        from lesionseg.cli.commands.report import report_settings
+
+        settings = report_settings(args)  # bad report options fail before any work
     models = load_models(args.model, device=device)
     if args.variant is not None:
         models = [m.variant(args.variant) for m in models]
@@ -214,6 +240,10 @@ def run(args: argparse.Namespace) -> int:
     subjects = shard_subjects(subjects, shard)
     for subject in subjects:
         check_channels(subject, models)
+    from lesionseg.inference.pipeline import check_mc_dropout, check_uncertainty
+
+    check_mc_dropout(models, args.mc_dropout)
+    check_uncertainty(models, args.tta, args.mc_dropout, args.save_uncertainty)
     if args.overwrite and args.skip_existing:
         raise LesionsegError("--overwrite and --skip-existing exclude each other")
     todo = prepare_predictions(
@@ -224,9 +254,11 @@ def run(args: argparse.Namespace) -> int:
         skip_existing=args.skip_existing,
         inputs=args.input,
         naming=args.naming,
+        save_uncertainty=args.save_uncertainty,
     )
     if len(todo) < len(subjects) and not args.quiet:
         print(f"{len(subjects) - len(todo)} subject(s) done already, skipped", file=sys.stderr)
+    subjects_all = list(subjects)
     subjects = [s for s in subjects if s.id in todo]
     start = time.perf_counter()
     bar = tqdm(subjects, desc="predict", unit="subject", disable=len(subjects) < 2 or args.quiet)
@@ -246,6 +278,8 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             postprocess=postprocess,
             naming=args.naming,
+            save_uncertainty=args.save_uncertainty,
+            mc_dropout=args.mc_dropout,
         )
         extra = f" and {out.probabilities}" if out.probabilities else ""
         if not args.quiet:
@@ -254,4 +288,21 @@ def run(args: argparse.Namespace) -> int:
     share = f" (share {shard[0]}/{shard[1]})" if shard[1] > 1 else ""
     seconds = time.perf_counter() - start
     print(f"{len(subjects)} subject(s){share} in {seconds:.1f} s -> {args.output}")
+    if args.report:
+        from pathlib import Path
+
+        from lesionseg.report.build import write_report
+
+        every = {s.id: s for s in subjects_all}
+        report_dir = Path(args.output) / "report"
+        tables = write_report(
+            args.output,
+            report_dir,
+            list(every.values()),
+            settings,
+            overwrite=True,
+            progress=not args.quiet,
+            cases=list(every),
+        )
+        print(f"report: {len(tables)} case(s) -> {report_dir / 'index.html'}")
     return 0

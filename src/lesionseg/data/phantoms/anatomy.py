@@ -83,6 +83,11 @@ def _load_nilearn() -> tuple[np.ndarray, ...]:
     return (*arrays, np.asarray(t1_img.affine, dtype=np.float64))
 
 
+def template_t1() -> np.ndarray:
+    """The 1 mm ICBM152 2009a T1 template (float32, on :class:`Template`'s grid)."""
+    return _load_nilearn()[0]
+
+
 @functools.lru_cache(maxsize=1)
 def load_template() -> Template:
     """Load the ICBM152 templates and derive CSF, ventricles and depth (cached per process).
@@ -223,7 +228,7 @@ class Anatomy:
         return self.gm + self.wm
 
 
-def _resample(
+def resample_template(
     volume: np.ndarray, template_affine: np.ndarray, grid: WorkGrid, antialias: bool
 ) -> np.ndarray:
     """Resample a 1 mm template map onto ``grid`` (linear, Gaussian anti-aliasing)."""
@@ -268,11 +273,11 @@ def anatomy_on_grid(grid: WorkGrid) -> Anatomy:
     """The template maps on ``grid`` (cached: a few grids per process)."""
     tpl = load_template()
     fractions = {
-        name: _resample(getattr(tpl, name), tpl.affine, grid, antialias=True)
+        name: resample_template(getattr(tpl, name), tpl.affine, grid, antialias=True)
         for name in ("gm", "wm", "csf", "brain")
     }
     distances = {
-        name: _resample(getattr(tpl, name), tpl.affine, grid, antialias=False)
+        name: resample_template(getattr(tpl, name), tpl.affine, grid, antialias=False)
         for name in ("ventricle_distance", "depth")
     }
     territory = territory_map(grid, distances["depth"], fractions["brain"])

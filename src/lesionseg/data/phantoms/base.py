@@ -101,6 +101,26 @@ class PhantomTask:
         """Label map (uint8) from the warped maps."""
         raise NotImplementedError
 
+    def region_maps(self) -> dict[str, np.ndarray]:
+        """Template maps (1 mm MNI grid) to warp with the subject for :meth:`annotate`.
+
+        None by default; a task that records facts about its lesions relative to the
+        anatomy (e.g. their location class) names the maps it needs.
+        """
+        return {}
+
+    def annotate(
+        self, label: np.ndarray, regions: dict[str, np.ndarray], affine: np.ndarray
+    ) -> dict:
+        """Facts about the subject's labelled lesions for ``phantoms.json`` (default none).
+
+        Args:
+            label: The subject's label map.
+            regions: :meth:`region_maps` warped onto the subject's grid (fractions).
+            affine: The subject's voxel-to-world matrix.
+        """
+        return {}
+
     def outputs(self, signals: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Output channels from acquired signals (default: the same)."""
         return {name: signals[name] for name in self.channels}

@@ -11,6 +11,7 @@ gives the same subject at every spacing.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -138,6 +139,8 @@ def generate_subject(
     rendered = task.render(plan, anatomy)
 
     sources = {"wm": anatomy.wm, "gm": anatomy.gm, "csf": anatomy.csf, "brain": anatomy.brain}
+    regions = region_maps_on_grid(task, grid)
+    sources.update({f"region_{name}": volume for name, volume in regions.items()})
     for name, comp in rendered.compartments.items():
         sources[name] = comp.fraction
         sources[f"{name}_strength"] = comp.fraction * comp.strength
@@ -196,6 +199,7 @@ def generate_subject(
         "lesion_volume_ml": round(float(label.astype(bool).sum()) * _voxel_ml(affine), 4),
         "params": plan.params,
     }
+    info.update(task.annotate(label, {name: maps[f"region_{name}"] for name in regions}, affine))
     return Phantom(
         id=case_id or f"{task.name.replace('-', '_')}_{index:03d}",
         images=images,
@@ -208,6 +212,21 @@ def generate_subject(
         records=rendered.records,
         info=info,
     )
+
+
+def region_maps_on_grid(task: PhantomTask, grid: WorkGrid) -> dict[str, np.ndarray]:
+    """The task's template region maps on a working grid (fractions, cached per grid)."""
+    names = tuple(task.region_maps())
+    return {name: volume for name, volume in zip(names, _regions_on_grid(task, names, grid))}
+
+
+@functools.lru_cache(maxsize=4)
+def _regions_on_grid(task: PhantomTask, names: tuple[str, ...], grid: WorkGrid) -> list:
+    from lesionseg.data.phantoms.anatomy import load_template, resample_template
+
+    maps = task.region_maps()
+    affine = load_template().affine
+    return [resample_template(maps[name], affine, grid, antialias=True) for name in names]
 
 
 def _output_axes(affine: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, ...]:

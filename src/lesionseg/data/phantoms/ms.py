@@ -35,6 +35,8 @@ from lesionseg.data.phantoms.lesions import (
 )
 
 LOCATIONS = ("periventricular", "juxtacortical", "deep", "infratentorial")
+#: Connectivity of the labelled lesions whose true location class is recorded.
+LOCATION_CONNECTIVITY = 26
 
 
 @dataclass(frozen=True)
@@ -225,3 +227,43 @@ class MSTask(PhantomTask):
     def label(self, maps: dict) -> np.ndarray:
         """Lesion where more than half of the voxel is plaque."""
         return (maps["lesion"] > 0.5).astype(np.uint8)
+
+    def region_maps(self) -> dict[str, np.ndarray]:
+        """The location rule's template regions (ventricles, cortex, infratentorial)."""
+        from lesionseg.report.locations import REGIONS, template_regions
+
+        maps = template_regions()
+        return {name: maps[name] for name in REGIONS}
+
+    def annotate(self, label: np.ndarray, regions: dict, affine: np.ndarray) -> dict:
+        """The true location class of every labelled lesion (26-connected components).
+
+        The location rule of :mod:`lesionseg.report.locations` applied to the regions
+        warped with this subject's own deformation: the truth a report that registers
+        the subject to the template is checked against.
+        """
+        from lesionseg.report.lesions import label_lesions
+        from lesionseg.report.locations import RegionMasks, classify_lesions
+
+        numbered, count = label_lesions(label, connectivity=LOCATION_CONNECTIVITY)
+        classes = classify_lesions(numbered, RegionMasks.from_fractions(regions))
+        centroids = ndimage.center_of_mass(np.ones_like(numbered), numbered, range(1, count + 1))
+        sizes = np.bincount(numbered.ravel(), minlength=count + 1)
+        lesions = []
+        for k in range(1, count + 1):
+            world = np.asarray(affine, float) @ np.append(centroids[k - 1], 1.0)
+            lesions.append(
+                {
+                    "id": k,
+                    "voxels": int(sizes[k]),
+                    "centroid_mm": [round(float(v), 2) for v in world[:3]],
+                    "location": classes[k],
+                }
+            )
+        return {
+            "lesion_locations": {
+                "connectivity": LOCATION_CONNECTIVITY,
+                "rule": "lesionseg.report.locations (LST-AI's order) on the true anatomy",
+                "lesions": lesions,
+            }
+        }

@@ -1,0 +1,226 @@
+"""Register a subject to the ICBM152 template and bring the template's regions onto it.
+
+SimpleITK, Mattes mutual information (so a FLAIR or T2 registers to the T1 template),
+three resolution levels: a rigid-plus-scale affine started from the centres of mass,
+then optionally a B-spline. The subject is the *fixed* image: the transform maps each
+subject point into the template, so the template's region maps are resampled onto the
+subject's own grid and the subject's voxels, affine and centroids are never touched.
+
+Both images are built from their NIfTI affines (RAS millimetres); SimpleITK takes them
+as its physical space as they are, which is consistent because both sides use it.
+Random metric sampling is seeded, so the same inputs give the same transform.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import SimpleITK as sitk
+
+from lesionseg.report.locations import REGIONS, RegionMasks, template_affine, template_regions
+
+#: Voxel size (mm) of the template copy registration runs on: 2 mm keeps a case to a few
+#: seconds on a 2-core CPU and is finer than the one-voxel dilation of the location rule
+#: at the usual 1 mm only by a factor of two.
+TEMPLATE_STEP_MM = 2.0
+
+
+@dataclass
+class Registration:
+    """A subject-to-template transform and what it cost.
+
+    Attributes:
+        transform: Maps subject world points (mm) to template world points.
+        seconds: Wall time of the registration.
+        metric: Final Mattes mutual information (more negative is better).
+        brain_dice: Dice of the subject's brain mask and the template brain mask
+            brought onto the subject (a quality check; None without a subject mask).
+        stages: The transforms run, e.g. ``["affine", "bspline"]``.
+    """
+
+    transform: sitk.Transform
+    seconds: float
+    metric: float
+    brain_dice: float | None = None
+    stages: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        """What the report writes about the registration."""
+        return {
+            "template": "ICBM152 2009a (nilearn)",
+            "method": "SimpleITK, Mattes mutual information, " + " + ".join(self.stages),
+            "seconds": round(self.seconds, 2),
+            "metric": round(self.metric, 4),
+            "brain_dice": None if self.brain_dice is None else round(self.brain_dice, 4),
+        }
+
+
+def to_sitk(volume: np.ndarray, affine: np.ndarray) -> sitk.Image:
+    """A 3D array (x, y, z) with its voxel-to-world matrix as a SimpleITK image."""
+    affine = np.asarray(affine, dtype=np.float64)
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    image = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(volume, np.float32).T))
+    image.SetSpacing([float(s) for s in spacing])
+    image.SetOrigin([float(v) for v in affine[:3, 3]])
+    image.SetDirection([float(v) for v in (affine[:3, :3] / spacing).ravel()])
+    return image
+
+
+def from_sitk(image: sitk.Image) -> np.ndarray:
+    """The voxels of a SimpleITK image as an (x, y, z) array."""
+    return sitk.GetArrayFromImage(image).T
+
+
+def _template_image(name: str) -> sitk.Image:
+    return to_sitk(template_regions()[name], template_affine())
+
+
+def _shrunk_template() -> sitk.Image:
+    """The brain-masked template T1 smoothed and resampled to :data:`TEMPLATE_STEP_MM`."""
+    t1 = _template_image("t1")
+    factor = int(round(TEMPLATE_STEP_MM))
+    sigma = [0.5 * factor] * 3
+    return sitk.Shrink(sitk.SmoothingRecursiveGaussian(t1, sigma), [factor] * 3)
+
+
+def _method(seed: int) -> sitk.ImageRegistrationMethod:
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    method.SetMetricSamplingStrategy(method.RANDOM)
+    method.SetMetricSamplingPercentage(0.25, seed)
+    method.SetInterpolator(sitk.sitkLinear)
+    method.SetShrinkFactorsPerLevel([4, 2, 1])
+    method.SetSmoothingSigmasPerLevel([2, 1, 0])
+    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
+    return method
+
+
+def register_to_template(
+    image: np.ndarray,
+    affine: np.ndarray,
+    mask: np.ndarray | None = None,
+    *,
+    bspline: bool = False,
+    seed: int = 0,
+) -> Registration:
+    """Register a subject image to the ICBM152 2009a T1 template.
+
+    Args:
+        image: The subject's T1 (or FLAIR, T2: mutual information copes), 3D.
+        affine: Its voxel-to-world matrix.
+        mask: Its brain mask; the image is skull-stripped with it, as the template is.
+        bspline: Refine the affine with a B-spline (about 10 control points a side).
+        seed: Seed of the metric's random sampling.
+
+    Returns:
+        The registration.
+    """
+    start = time.perf_counter()
+    masked = np.asarray(image, np.float32)
+    if mask is not None:
+        masked = np.where(np.asarray(mask) > 0, masked, 0.0).astype(np.float32)
+    fixed = to_sitk(masked, affine)
+    moving = _shrunk_template()
+    initial = sitk.CenteredTransformInitializer(
+        fixed,
+        moving,
+        sitk.Similarity3DTransform(),
+        sitk.CenteredTransformInitializerFilter.MOMENTS,
+    )
+    method = _method(seed)
+    method.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=1.0, minStep=1e-4, numberOfIterations=200, relaxationFactor=0.5
+    )
+    method.SetOptimizerScalesFromPhysicalShift()
+    method.SetInitialTransform(initial, inPlace=True)
+    method.Execute(fixed, moving)
+    # Then a full affine (anisotropic scale and shear) from the similarity transform.
+    similarity = sitk.Similarity3DTransform(initial)
+    affine_tx = sitk.AffineTransform(3)
+    affine_tx.SetCenter(similarity.GetCenter())
+    affine_tx.SetMatrix(similarity.GetMatrix())
+    affine_tx.SetTranslation(similarity.GetTranslation())
+    method = _method(seed)
+    method.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=0.5, minStep=1e-4, numberOfIterations=150, relaxationFactor=0.5
+    )
+    method.SetOptimizerScalesFromPhysicalShift()
+    method.SetInitialTransform(affine_tx, inPlace=True)
+    method.Execute(fixed, moving)
+    transform: sitk.Transform = affine_tx
+    stages = ["similarity", "affine"]
+    if bspline:
+        transform = _refine_bspline(fixed, moving, transform, seed)
+        stages.append("bspline")
+    result = Registration(
+        transform=transform,
+        seconds=0.0,
+        metric=float(method.GetMetricValue()),
+        stages=stages,
+    )
+    if mask is not None:
+        brain = np.asarray(mask) > 0
+        warped = template_on_subject("brain", result, brain.shape, affine) > 0.5
+        result.brain_dice = float(2 * (brain & warped).sum() / max(brain.sum() + warped.sum(), 1))
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+#: B-spline control-point spacing (mm), resolution levels, iterations and metric sampling:
+#: a 40 mm lattice follows the smooth shape differences between brains. On four 2 mm
+#: ``ms`` phantoms (100 lesions) it raised the location agreement with the truth from
+#: 0.90 (affine) to 0.94 in 10.6 s a case (median; affine alone 5.5 s); a 32 mm lattice
+#: with 40 iterations gave the same 0.94 in 20.3 s.
+BSPLINE_SPACING_MM = 40.0
+BSPLINE_SHRINK = (2,)
+BSPLINE_ITERATIONS = 30
+BSPLINE_SAMPLING = 0.1
+
+
+def _refine_bspline(
+    fixed: sitk.Image, moving: sitk.Image, affine: sitk.Transform, seed: int
+) -> sitk.Transform:
+    """A B-spline on top of the affine: the composite subject → template transform."""
+    mesh = [
+        max(2, int(round(size * step / BSPLINE_SPACING_MM)))
+        for size, step in zip(fixed.GetSize(), fixed.GetSpacing())
+    ]
+    grid = sitk.BSplineTransformInitializer(fixed, mesh, order=3)
+    method = _method(seed)
+    method.SetMetricSamplingPercentage(BSPLINE_SAMPLING, seed)
+    method.SetShrinkFactorsPerLevel(list(BSPLINE_SHRINK))
+    method.SetSmoothingSigmasPerLevel([s // 2 for s in BSPLINE_SHRINK])
+    method.SetOptimizerAsLBFGSB(
+        gradientConvergenceTolerance=1e-5, numberOfIterations=BSPLINE_ITERATIONS
+    )
+    method.SetMovingInitialTransform(affine)
+    method.SetInitialTransform(grid, inPlace=True)
+    method.Execute(fixed, moving)
+    composite = sitk.CompositeTransform(affine)
+    composite.AddTransform(grid)
+    return composite
+
+
+def template_on_subject(
+    name: str, registration: Registration, shape: tuple[int, ...], affine: np.ndarray
+) -> np.ndarray:
+    """A template map (``template_regions()[name]``) resampled onto the subject's grid.
+
+    Linear interpolation, 0 outside the template: the result is a fraction map.
+    """
+    reference = to_sitk(np.zeros(shape, np.float32), affine)
+    resampled = sitk.Resample(
+        _template_image(name), reference, registration.transform, sitk.sitkLinear, 0.0
+    )
+    return from_sitk(resampled)
+
+
+def regions_on_subject(
+    registration: Registration, shape: tuple[int, ...], affine: np.ndarray
+) -> RegionMasks:
+    """The location rule's regions on the subject's grid (more than half a voxel each)."""
+    return RegionMasks.from_fractions(
+        {name: template_on_subject(name, registration, shape, affine) for name in REGIONS}
+    )
