@@ -210,3 +210,22 @@ def test_lesion_draw_pixel_makes_every_lesion_pixel_equally_likely():
     assert abs(shares["pixel"] - 0.9) < 0.03  # nine pixels out of ten
     with pytest.raises(ValueError, match="lesion_draw"):
         SAMPLERS.build("slices", subjects=[subject], geometry=PLAIN, lesion_draw="voxel")
+
+
+def test_lesion_draw_lesion_makes_every_lesion_equally_likely():
+    """A lesion of one slice is drawn as often as one of eight, then one of its slices."""
+    label = np.zeros((16, 16, 12), np.uint8)
+    label[2:4, 2:4, 0] = 1  # lesion A: slice 0 only
+    label[8:12, 8:12, 2:10] = 1  # lesion B: slices 2-9
+    label[2:4, 12:14, 5] = 1  # lesion C: slice 5 only (shares slice 5 with B)
+    subject = ArraySubject("a", label[None].astype(np.float32), label, np.ones_like(label))
+    sampler = SAMPLERS.build(
+        "slices", subjects=[subject], geometry=PLAIN, lesion_probability=1.0, lesion_draw="lesion"
+    )
+    rng = np.random.default_rng(0)
+    slices = np.array([sampler.draw_slice(rng)[1] for _ in range(6000)])
+    # A: 1/3 at slice 0; C: 1/3 at slice 5; B: 1/3 spread over its 8 slices
+    assert abs(np.mean(slices == 0) - 1 / 3) < 0.02
+    assert abs(np.mean(slices == 5) - (1 / 3 + 1 / 24)) < 0.02
+    assert abs(np.mean(slices == 3) - 1 / 24) < 0.01
+    assert set(np.unique(slices)) == {0, *range(2, 10)}

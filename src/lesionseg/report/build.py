@@ -19,7 +19,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +55,8 @@ class ReportSettings:
         lesion_labels: Label values counted as lesion (None: every value > 0).
         registration: ``"bspline"`` (affine, then B-spline), ``"affine"`` or ``"none"``
             (no location classes).
-        channel: The channel registered and shown (None: the first of
+        channel: The channel shown (None: the registered one).
+        register_channel: The channel registered to the T1 template (None: the first of
             :data:`REGISTRATION_CHANNELS` the subject has, else its first channel).
         viewer: Embed the interactive viewer in the pages.
         largest: Lesions pictured per page.
@@ -67,6 +68,7 @@ class ReportSettings:
     lesion_labels: tuple[int, ...] | None = None
     registration: str = "bspline"
     channel: str | None = None
+    register_channel: str | None = None
     viewer: bool = True
     largest: int = 5
     seed: int = 0
@@ -149,12 +151,12 @@ def _canonical_4d(path: Path, grid: Grid) -> np.ndarray:
     return np.stack(volumes, axis=-1)
 
 
-def _channel(subject: Subject, wanted: str | None) -> str:
+def _channel(subject: Subject, wanted: str | None, option: str = "--register-channel") -> str:
     if wanted is not None:
         if wanted not in subject.channels:
             known = ", ".join(subject.channels)
             raise LesionsegError(
-                f"--channel {wanted}: subject {subject.id!r} has no such channel ({known})"
+                f"{option} {wanted}: subject {subject.id!r} has no such channel ({known})"
             )
         return wanted
     for name in REGISTRATION_CHANNELS:
@@ -163,9 +165,37 @@ def _channel(subject: Subject, wanted: str | None) -> str:
     return next(iter(subject.channels))
 
 
+def _subject_image(
+    subject: Subject, channel: str, grid: Grid, files: PredictionFiles
+) -> np.ndarray:
+    """One channel of the subject, canonical, checked to lie on the segmentation's grid.
+
+    Raises:
+        LesionsegError: The channel is on another grid.
+    """
+    path = subject.channels[channel]
+    image, image_grid = _canonical(path, volume=subject.volumes.get(channel))
+    if not image_grid.same_as(grid):
+        raise LesionsegError(
+            f"channel {channel} of subject {subject.id!r} is not on the grid of its "
+            f"segmentation {files.segmentation}",
+            path,
+        )
+    return image
+
+
 @dataclass
 class CaseReport:
-    """One case's table with the arrays its page is drawn from."""
+    """One case's table with the arrays its page is drawn from.
+
+    Attributes:
+        table: The lesion table.
+        numbered: The numbered lesion map it describes (canonical orientation).
+        affine: Voxel-to-world matrix of that map.
+        image: The channel shown, on the same grid, or None (no images given).
+        channel: Its name.
+        probabilities: The lesion probability map, or None.
+    """
 
     table: CaseTable
     numbered: np.ndarray
@@ -173,7 +203,78 @@ class CaseReport:
     image: np.ndarray | None = None
     channel: str | None = None
     probabilities: np.ndarray | None = None
-    extra: dict = field(default_factory=dict)
+
+
+def _prediction_maps(files: PredictionFiles, grid: Grid, settings: ReportSettings) -> dict:
+    """The lesion probability, uncertainty maps and member masks written beside a case."""
+    maps: dict = {"probabilities": None, "uncertainty": None, "member_masks": None}
+    if files.probabilities is not None:
+        probs = _canonical_4d(files.probabilities, grid)
+        if probs.shape[-1] > 1:  # the lesion classes' probabilities summed
+            keep = settings.lesion_labels or range(1, probs.shape[-1])
+            maps["probabilities"] = probs[..., [k for k in keep if k < probs.shape[-1]]].sum(-1)
+        else:
+            maps["probabilities"] = probs[..., 0]
+    if files.uncertainty is not None:
+        from lesionseg.inference.uncertainty import UNCERTAINTY_MAPS
+
+        stacked = _canonical_4d(files.uncertainty, grid)
+        maps["uncertainty"] = {name: stacked[..., i] for i, name in enumerate(UNCERTAINTY_MAPS)}
+    if files.members is not None:
+        labels = _canonical_4d(files.members, grid)
+        keep = settings.lesion_labels
+        lesion = labels > 0 if keep is None else np.isin(labels, keep)
+        maps["member_masks"] = np.moveaxis(lesion, -1, 0)
+    return maps
+
+
+def _locate(
+    report: CaseReport,
+    subject: Subject,
+    image: np.ndarray,
+    channel: str,
+    grid: Grid,
+    settings: ReportSettings,
+) -> None:
+    """Register ``channel`` to the template and give every lesion its location class.
+
+    Raises:
+        LesionsegError: A mask on another grid, or a registration that fails.
+    """
+    from lesionseg.report.locations import classify_lesions
+    from lesionseg.report.registration import regions_on_subject, register_to_template
+
+    mask = image > 0  # without a mask: the non-zero voxels of a skull-stripped image
+    if subject.mask is not None:
+        mask, mask_grid = _canonical(subject.mask, dtype=np.uint8)
+        if not mask_grid.same_as(grid):
+            raise LesionsegError("the brain mask is not on the segmentation's grid", subject.mask)
+    try:
+        registration = register_to_template(
+            image,
+            grid.affine,
+            mask,
+            bspline=settings.registration == "bspline",
+            seed=settings.seed,
+        )
+    except (RuntimeError, LesionsegError) as err:  # SimpleITK's or ours: not a brain?
+        reason = str(err).strip().splitlines()[-1][:160]
+        raise LesionsegError(
+            f"registration of {channel} to the template failed ({reason}); "
+            "--registration none skips the location classes",
+            subject.channels[channel],
+        ) from None
+    regions = regions_on_subject(registration, report.numbered.shape, grid.affine)
+    classes = classify_lesions(report.numbered, regions)
+    for lesion in report.table.lesions:
+        lesion.location = classes.get(lesion.id)
+    report.table.locations = {
+        "rule": "LST-AI: after a one-voxel dilation, touching the ventricles: "
+        "periventricular; else touching the cortex: juxtacortical; else mostly in the "
+        "infratentorial region: infratentorial; else subcortical",
+        "channel": channel,
+        "registration": registration.summary(),
+    }
 
 
 def report_case(
@@ -190,75 +291,27 @@ def report_case(
         LesionsegError: Unreadable files, files on another grid, an unknown channel.
     """
     labels, grid = _canonical(files.segmentation, dtype=np.int16)
-    probabilities = uncertainty = members = None
-    if files.probabilities is not None:
-        probs = _canonical_4d(files.probabilities, grid)
-        if probs.shape[-1] > 1:
-            keep = settings.lesion_labels or range(1, probs.shape[-1])
-            probabilities = probs[..., [k for k in keep if k < probs.shape[-1]]].sum(axis=-1)
-        else:
-            probabilities = probs[..., 0]
-    if files.uncertainty is not None:
-        from lesionseg.inference.uncertainty import UNCERTAINTY_MAPS
-
-        maps = _canonical_4d(files.uncertainty, grid)
-        uncertainty = {name: maps[..., i] for i, name in enumerate(UNCERTAINTY_MAPS)}
-    if files.members is not None:
-        member_labels = _canonical_4d(files.members, grid)
-        keep = settings.lesion_labels
-        members = np.moveaxis(
-            member_labels > 0 if keep is None else np.isin(member_labels, keep), -1, 0
-        )
+    maps = _prediction_maps(files, grid, settings)
     table, numbered = lesion_table(
         files.case,
         labels,
         grid.affine,
-        probabilities=probabilities,
-        uncertainty=uncertainty,
-        member_masks=members,
+        **maps,
         lesion_labels=settings.lesion_labels,
         connectivity=settings.connectivity,
         min_size_voxels=settings.min_size_voxels,
     )
     table.files = files.as_dict()
-    report = CaseReport(table, numbered, grid.affine, probabilities=probabilities)
+    report = CaseReport(table, numbered, grid.affine, probabilities=maps["probabilities"])
     if subject is None:
         return report
-    channel = _channel(subject, settings.channel)
-    image, image_grid = _canonical(subject.channels[channel], volume=subject.volumes.get(channel))
-    if not image_grid.same_as(grid):
-        raise LesionsegError(
-            f"channel {channel} of subject {subject.id!r} is not on the grid of its "
-            f"segmentation {files.segmentation}",
-            subject.channels[channel],
-        )
-    report.image, report.channel = image, channel
+    registered = _channel(subject, settings.register_channel)
+    channel = _channel(subject, settings.channel or registered, "--channel")
+    images = {name: _subject_image(subject, name, grid, files) for name in {registered, channel}}
+    report.image, report.channel = images[channel], channel
     table.files["image"] = str(subject.channels[channel])
     if settings.registration != "none":
-        from lesionseg.report.locations import classify_lesions
-        from lesionseg.report.registration import regions_on_subject, register_to_template
-
-        mask = None
-        if subject.mask is not None:
-            mask, _ = _canonical(subject.mask, dtype=np.uint8)
-        registration = register_to_template(
-            image,
-            grid.affine,
-            mask if mask is not None else (image > 0),
-            bspline=settings.registration == "bspline",
-            seed=settings.seed,
-        )
-        regions = regions_on_subject(registration, labels.shape, grid.affine)
-        classes = classify_lesions(numbered, regions)
-        for lesion in table.lesions:
-            lesion.location = classes.get(lesion.id)
-        table.locations = {
-            "rule": "LST-AI: after a one-voxel dilation, touching the ventricles: "
-            "periventricular; else touching the cortex: juxtacortical; else mostly in the "
-            "infratentorial region: infratentorial; else subcortical",
-            "channel": channel,
-            "registration": registration.summary(),
-        }
+        _locate(report, subject, images[registered], registered, grid, settings)
     return report
 
 

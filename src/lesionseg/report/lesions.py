@@ -130,7 +130,7 @@ class CaseTable:
         """Count, total volume (ml) and, when classified, count and volume per location."""
         out = {
             "count": len(self.lesions),
-            "volume_ml": _round(sum(les.volume_mm3 for les in self.lesions) / 1000.0),
+            "volume_ml": _round(sum(les.volume_mm3 for les in self.lesions) / 1000.0, 6),
         }
         if self.locations is not None:
             from lesionseg.report.locations import LOCATION_CLASSES
@@ -139,7 +139,9 @@ class CaseTable:
                 name: {
                     "count": sum(1 for les in self.lesions if les.location == name),
                     "volume_ml": _round(
-                        sum(les.volume_mm3 for les in self.lesions if les.location == name) / 1000.0
+                        sum(les.volume_mm3 for les in self.lesions if les.location == name)
+                        / 1000.0,
+                        6,
                     ),
                 }
                 for name in LOCATION_CLASSES

@@ -13,18 +13,24 @@ Random metric sampling is seeded, so the same inputs give the same transform.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 import SimpleITK as sitk
 
+from lesionseg.errors import LesionsegError
 from lesionseg.report.locations import REGIONS, RegionMasks, template_affine, template_regions
 
 #: Voxel size (mm) of the template copy registration runs on: 2 mm keeps a case to a few
 #: seconds on a 2-core CPU and is finer than the one-voxel dilation of the location rule
 #: at the usual 1 mm only by a factor of two.
 TEMPLATE_STEP_MM = 2.0
+#: Smallest image registered: the coarsest level (1/4) keeps a few voxels a side.
+MIN_VOXELS = 16
+MIN_EXTENT_MM = 60.0
 
 
 @dataclass
@@ -85,16 +91,36 @@ def _shrunk_template() -> sitk.Image:
     return sitk.Shrink(sitk.SmoothingRecursiveGaussian(t1, sigma), [factor] * 3)
 
 
+def _sampling_seed(seed: int) -> int:
+    """SimpleITK reads seed 0 as "seed from the clock" (``sitkWallClock``): shift by one."""
+    return int(seed) + 1
+
+
 def _method(seed: int) -> sitk.ImageRegistrationMethod:
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     method.SetMetricSamplingStrategy(method.RANDOM)
-    method.SetMetricSamplingPercentage(0.25, seed)
+    method.SetMetricSamplingPercentage(0.25, _sampling_seed(seed))
     method.SetInterpolator(sitk.sitkLinear)
     method.SetShrinkFactorsPerLevel([4, 2, 1])
     method.SetSmoothingSigmasPerLevel([2, 1, 0])
     method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
     return method
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run SimpleITK on one thread, so that a registration is bit-identical every time.
+
+    Its multi-threaded metric sums in a varying order, and the optimiser's path (hence the
+    brain Dice in the fourth digit) changed between runs; one thread costs about 1.4x.
+    """
+    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
 
 
 def register_to_template(
@@ -116,8 +142,27 @@ def register_to_template(
 
     Returns:
         The registration.
+
+    Raises:
+        LesionsegError: An image too small to be a brain.
     """
     start = time.perf_counter()
+    extent = np.asarray(image.shape) * np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+    if min(image.shape) < MIN_VOXELS or extent.min() < MIN_EXTENT_MM:
+        raise LesionsegError(
+            f"an image of {image.shape} voxels ({' x '.join(f'{e:.0f}' for e in extent)} mm) "
+            "is too small to register to a brain template"
+        )
+    with _one_thread():
+        result = _register(image, affine, mask, bspline, seed)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _register(
+    image: np.ndarray, affine: np.ndarray, mask: np.ndarray | None, bspline: bool, seed: int
+) -> Registration:
+    """:func:`register_to_template` without the checks and the clock."""
     masked = np.asarray(image, np.float32)
     if mask is not None:
         masked = np.where(np.asarray(mask) > 0, masked, 0.0).astype(np.float32)
@@ -150,21 +195,21 @@ def register_to_template(
     method.SetInitialTransform(affine_tx, inPlace=True)
     method.Execute(fixed, moving)
     transform: sitk.Transform = affine_tx
+    metric = float(method.GetMetricValue())
     stages = ["similarity", "affine"]
     if bspline:
-        transform = _refine_bspline(fixed, moving, transform, seed)
+        transform, metric = _refine_bspline(fixed, moving, transform, seed)
         stages.append("bspline")
     result = Registration(
         transform=transform,
         seconds=0.0,
-        metric=float(method.GetMetricValue()),
+        metric=metric,
         stages=stages,
     )
     if mask is not None:
         brain = np.asarray(mask) > 0
         warped = template_on_subject("brain", result, brain.shape, affine) > 0.5
         result.brain_dice = float(2 * (brain & warped).sum() / max(brain.sum() + warped.sum(), 1))
-    result.seconds = time.perf_counter() - start
     return result
 
 
@@ -181,7 +226,7 @@ BSPLINE_SAMPLING = 0.1
 
 def _refine_bspline(
     fixed: sitk.Image, moving: sitk.Image, affine: sitk.Transform, seed: int
-) -> sitk.Transform:
+) -> tuple[sitk.Transform, float]:
     """A B-spline on top of the affine: the composite subject → template transform."""
     mesh = [
         max(2, int(round(size * step / BSPLINE_SPACING_MM)))
@@ -189,7 +234,7 @@ def _refine_bspline(
     ]
     grid = sitk.BSplineTransformInitializer(fixed, mesh, order=3)
     method = _method(seed)
-    method.SetMetricSamplingPercentage(BSPLINE_SAMPLING, seed)
+    method.SetMetricSamplingPercentage(BSPLINE_SAMPLING, _sampling_seed(seed))
     method.SetShrinkFactorsPerLevel(list(BSPLINE_SHRINK))
     method.SetSmoothingSigmasPerLevel([s // 2 for s in BSPLINE_SHRINK])
     method.SetOptimizerAsLBFGSB(
@@ -200,7 +245,7 @@ def _refine_bspline(
     method.Execute(fixed, moving)
     composite = sitk.CompositeTransform(affine)
     composite.AddTransform(grid)
-    return composite
+    return composite, float(method.GetMetricValue())
 
 
 def template_on_subject(

@@ -18,7 +18,9 @@ trains on all slices of every volume). When one kind is absent the other is draw
 so that every lesion pixel is equally likely to be the one the window is built around:
 EDD Net's "for each of these pixels, we extract a patch around it", where a large
 infarct gives many patches and a lacune few (the default, ``slice``, favours the slices
-of small lesions, which are many).
+of small lesions, which are many). ``lesion_draw: lesion`` draws every 3D lesion equally
+often (then one of its slices): small lesions, which the other two rarely show, count as
+much as large ones.
 
 In-plane, the example is ``size`` (default: the largest slice of the subjects,
 rounded up to the model's ``size_multiple``). A slice smaller than ``size`` is
@@ -36,6 +38,29 @@ import numpy as np
 from lesionseg.models.geometry import ModelGeometry
 from lesionseg.sampling.base import Example, Sampler, SubjectArrays
 from lesionseg.sampling.crop import crop
+
+#: How a lesion slice is drawn (see the module docstring).
+LESION_DRAWS = ("slice", "pixel", "lesion")
+
+
+def lesion_slice_weights(label: np.ndarray) -> np.ndarray:
+    """Per slice (axis 0), the sum over the 3D lesions it cuts of 1 / that lesion's slices.
+
+    Drawing slices in proportion to these weights draws every lesion (26-connected
+    component) equally often, then one of its slices uniformly: a lacune of two slices
+    is drawn as often as an infarct of thirty.
+    """
+    import cc3d
+
+    components = cc3d.connected_components(np.asarray(label) > 0, connectivity=26)
+    weights = np.zeros(label.shape[0], np.float64)
+    for box in cc3d.statistics(components)["bounding_boxes"][1:]:
+        if box is None:
+            continue
+        # a connected lesion holds a voxel in every slice its box spans
+        first, last = box[0].start, box[0].stop
+        weights[first:last] += 1.0 / (last - first)
+    return weights
 
 
 def in_plane_axes(axis: int) -> tuple[int, int]:
@@ -108,9 +133,10 @@ class SliceSampler(Sampler):
             ``"centre"`` (the window's middle, kept inside the slice) or ``"uniform"`` (a
             position drawn uniformly in the window, which may then reach past the slice and
             is padded: EDD Net's patches, "placed at a random position in the patch").
-        lesion_draw: How a lesion slice is drawn: ``"slice"`` (each equally likely) or
+        lesion_draw: How a lesion slice is drawn: ``"slice"`` (each equally likely),
             ``"pixel"`` (in proportion to its lesion pixels: each lesion pixel equally
-            likely, EDD Net's patches); with ``lesion_probability`` set.
+            likely, EDD Net's patches) or ``"lesion"`` (each 3D lesion equally likely,
+            then one of its slices); with ``lesion_probability`` set.
         pad_value: Image value outside the volume.
         pad_label: Label value outside the volume.
         **kwargs: Passed to :class:`~lesionseg.sampling.base.Sampler` (augment, ...).
@@ -140,8 +166,10 @@ class SliceSampler(Sampler):
                 f"lesion_position must be 'centre' or 'uniform', got {lesion_position!r}"
             )
         self.lesion_position = lesion_position
-        if lesion_draw not in ("slice", "pixel"):
-            raise ValueError(f"lesion_draw must be 'slice' or 'pixel', got {lesion_draw!r}")
+        if lesion_draw not in LESION_DRAWS:
+            raise ValueError(
+                f"lesion_draw must be one of {', '.join(LESION_DRAWS)}, got {lesion_draw!r}"
+            )
         self.lesion_draw = lesion_draw
         if geometry.spatial_dims != 2:
             raise ValueError(
@@ -171,6 +199,8 @@ class SliceSampler(Sampler):
         for k, subject in enumerate(self.subjects):
             label = np.moveaxis(np.asarray(subject.label), self.axis, 0)
             lesion_pixels = (label > 0).reshape(label.shape[0], -1).sum(axis=1)
+            if self.lesion_draw == "lesion":
+                lesion_pixels = lesion_slice_weights(label)
             has_lesion = lesion_pixels > 0
             if brain_only:
                 mask = np.moveaxis(np.asarray(subject.mask), self.axis, 0)
@@ -180,9 +210,9 @@ class SliceSampler(Sampler):
             for i in np.flatnonzero(usable):
                 (lesion if has_lesion[i] else other).append((k, int(i)))
                 if has_lesion[i]:
-                    pixels.append(int(lesion_pixels[i]))
+                    pixels.append(float(lesion_pixels[i]))
         self._lesion = np.array(lesion, np.int64).reshape(-1, 2)
-        # lesion_draw pixel: a lesion slice by its share of all lesion pixels
+        # lesion_draw pixel / lesion: a lesion slice by its share of the pixels / lesions
         self._lesion_cumulative = np.cumsum(np.array(pixels, np.float64))
         self._other = np.array(other, np.int64).reshape(-1, 2)
         if len(self._lesion) + len(self._other) == 0:
@@ -231,7 +261,7 @@ class SliceSampler(Sampler):
         elif not len(self._other):
             from_lesion = True
         pool = self._lesion if from_lesion else self._other
-        if from_lesion and self.lesion_draw == "pixel":
+        if from_lesion and self.lesion_draw != "slice":
             total = self._lesion_cumulative[-1]
             j = int(np.searchsorted(self._lesion_cumulative, rng.random() * total, "right"))
         else:

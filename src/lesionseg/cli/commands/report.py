@@ -64,9 +64,12 @@ def add_report_options(parser: argparse.ArgumentParser) -> None:
     """The options ``report`` shares with ``predict --report``."""
     group = parser.add_argument_group("report")
     group.add_argument(
-        "--channel",
+        "--channel", metavar="NAME", help="channel shown on the pages (default: the registered one)"
+    )
+    group.add_argument(
+        "--register-channel",
         metavar="NAME",
-        help="channel to register and show (default: T1, else FLAIR, T2, else the first)",
+        help="channel registered to the T1 template (default: T1, else FLAIR, T2, the first)",
     )
     group.add_argument(
         "--registration",
@@ -122,6 +125,7 @@ def report_settings(args: argparse.Namespace):
         lesion_labels=tuple(args.lesion_labels) if args.lesion_labels else None,
         registration=args.registration,
         channel=args.channel,
+        register_channel=args.register_channel,
         viewer=not args.no_viewer,
         largest=args.largest,
     )
