@@ -117,7 +117,7 @@ MODEL_KIND = "model"
 MODEL_FOLDER_ENTRIES = (
     "model.safetensors", "config.json", "recipe.yaml", "run.json", "splits.json", "log.csv",
     "progress.png", "tensorboard", CHECKPOINT_NAME, "last", "networks", "training.json",
-    "method.json",
+    "method.json", "precision.json",
 )  # fmt: skip
 
 

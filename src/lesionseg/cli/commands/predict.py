@@ -100,7 +100,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("fp32", "bf16", "auto"),
         default="fp32",
         help="fp32 (default); bf16: bfloat16 on the CPU, float16 on CUDA; auto: reduced "
-        "precision only where the hardware computes it (CUDA, CPUs with AVX-512 BF16/AMX)",
+        "precision only where the hardware computes it (CUDA, CPUs with AVX-512 BF16/AMX) "
+        "and, on the CPU, the model records that it agrees (lesionseg check-precision)",
     )
     parser.add_argument("--amp", action="store_true", help="the same as --precision bf16")
     parser.add_argument(
@@ -234,8 +235,16 @@ def run(args: argparse.Namespace) -> int:
         file_channels=file_channels(models),
     )
     from lesionseg.inference.precision import use_reduced_precision
+    from lesionseg.inference.precision_check import bf16_verified
 
-    amp = args.amp or use_reduced_precision(args.precision, device)
+    verified = all(bf16_verified(m.folder) for m in models)
+    amp = args.amp or use_reduced_precision(args.precision, device, verified)
+    if args.precision == "auto" and not amp and not verified and not args.quiet:
+        print(
+            "--precision auto: float32, as no model records that bfloat16 gives it the same "
+            "labels (lesionseg check-precision MODEL_DIR -d DATASET records it)",
+            file=sys.stderr,
+        )
     shard = parse_shard(args.shard)
     subjects = shard_subjects(subjects, shard)
     for subject in subjects:
