@@ -100,11 +100,16 @@ def child_lesionseg(shape, tile) -> dict:
     tile = tuple(tile) if tile else choose_tile_size(model, image.shape[1:])
     plan = plan_valid(image.shape[1:], model.geometry, tile)
     amp = os.environ.get("BENCH_AMP") == "1"  # bfloat16 autocast (--precision bf16)
+    layout = os.environ.get("BENCH_LAYOUT", "auto")
     with measure() as record:
-        probs = predict_volume(model, image, mask=mask, tile_size=tile, amp=amp)
+        probs = predict_volume(model, image, mask=mask, tile_size=tile, amp=amp, layout=layout)
     np.save(os.environ["BENCH_OUT"], probs[1])
+    from lesionseg.inference.layout import _MEASURED
+
+    chosen = [v for choices in _MEASURED.values() for v in choices.values()]
     return {
         **record,
+        "channels_last": bool(chosen[0]) if chosen else layout == "channels_last",
         "base_rss": base,
         "shape": list(image.shape[1:]),
         "voxels": int(np.prod(image.shape[1:])),
@@ -160,9 +165,11 @@ def child_monai(shape, tile) -> dict:
     return {**record, "base_rss": base}
 
 
-def _in_subprocess(kind: str, shape, tile, out_path: str, bf16: bool = False) -> dict:
+def _in_subprocess(
+    kind: str, shape, tile, out_path: str, bf16: bool = False, layout: str = "auto"
+) -> dict:
     args = [list(shape), list(tile) if tile else None]
-    env = {"BENCH_OUT": out_path, "BENCH_AMP": "1" if bf16 else "0"}
+    env = {"BENCH_OUT": out_path, "BENCH_AMP": "1" if bf16 else "0", "BENCH_LAYOUT": layout}
     return run_child("bench_deepmedic", f"child_{kind}", args, env=env)
 
 
@@ -180,6 +187,11 @@ def run(quick: bool = False) -> list[dict]:
         peer = _in_subprocess("monai", shape, ours["tile_out"], peer_path)
         bf16_path = f"{tmp}/bf16.npy"
         bf16 = _in_subprocess("lesionseg", shape, ours["tile_out"], bf16_path, bf16=True)
+        plain_path = f"{tmp}/contiguous.npy"
+        plain = _in_subprocess(
+            "lesionseg", shape, ours["tile_out"], plain_path, layout="contiguous"
+        )
+        plain_diff = float(np.abs(np.load(plain_path) - np.load(ours_path)).max())
         mm2 = run_child("_common", "child_matmul", [])
         a, b = np.load(ours_path), np.load(peer_path)
         brain = cropped_case(shape)[1] > 0
@@ -230,6 +242,30 @@ def run(quick: bool = False) -> list[dict]:
         ("lesionseg predict_volume, bfloat16 (--precision bf16)", "wall time", bf16["wall"], "s"),
         ("float32 / bfloat16", "wall time ratio", ours["wall"] / bf16["wall"], "x"),
         ("bfloat16 vs float32", "label agreement", bf16_agree, "fraction of brain voxels"),
+        ("layout auto chose channels-last (float32)", "1 = yes", ours["channels_last"], ""),
+        ("layout auto chose channels-last (bfloat16)", "1 = yes", bf16["channels_last"], ""),
+        ("lesionseg, float32, contiguous layout", "wall time", plain["wall"], "s"),
+        ("lesionseg, float32, contiguous layout", "peak memory", plain["peak_rss"] / 2**30, "GiB"),
+        (
+            "lesionseg, float32, contiguous layout",
+            "useful FLOP/s",
+            useful / plain["wall"] / 1e9,
+            "GFLOP/s",
+        ),
+        (
+            "contiguous / auto layout (float32)",
+            "wall time ratio",
+            plain["wall"] / ours["wall"],
+            "x",
+        ),
+        ("contiguous vs auto layout", "max |p difference|", plain_diff, ""),
+        ("lesionseg, bfloat16, auto layout", "peak memory", bf16["peak_rss"] / 2**30, "GiB"),
+        (
+            "lesionseg, bfloat16, auto layout",
+            "useful FLOP/s",
+            useful / bf16["wall"] / 1e9,
+            "GFLOP/s",
+        ),
     ]
     return records("deepmedic", rows, common)
 

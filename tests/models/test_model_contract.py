@@ -90,6 +90,22 @@ def test_tiled_prediction_equals_whole(name):
         np.testing.assert_allclose(tiled, whole, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", [n for n in MODELS.names() if _image_input(n)])
+def test_both_memory_layouts_predict_the_same(name):
+    """``layout: auto`` may pick either; both must give the same probabilities."""
+    model = _build(name)
+    rng = np.random.default_rng(0)
+    shape = (2, 23, 21, 19) if model.geometry.spatial_dims == 3 else (2, 20, 24, 7)
+    image = rng.normal(0, 1, shape).astype(np.float32)
+    results = [
+        predict_volume(model, image, tile_size=shape[1:], layout=layout)
+        for layout in ("contiguous", "channels_last", "auto")
+    ]
+    np.testing.assert_allclose(results[1], results[0], atol=1e-5)
+    np.testing.assert_allclose(results[2], results[0], atol=1e-5)
+    assert all(p.is_contiguous() for p in model.parameters())  # put back afterwards
+
+
 def _sampler_case(name: str):
     """A geometry and options each sampler is built with (new samplers: defaults)."""
     patch = ModelGeometry(3, 2, 2, patch_size=(5, 5, 5))

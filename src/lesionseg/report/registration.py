@@ -123,6 +123,26 @@ def _one_thread() -> Iterator[None]:
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
 
 
+def _fit(
+    fixed: sitk.Image,
+    moving: sitk.Image,
+    transform: sitk.Transform,
+    seed: int,
+    learning_rate: float,
+    iterations: int,
+) -> float:
+    """Optimise ``transform`` in place (regular-step gradient descent); the final metric."""
+    method = _method(seed)
+    method.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=learning_rate, minStep=1e-4, numberOfIterations=iterations,
+        relaxationFactor=0.5,
+    )  # fmt: skip
+    method.SetOptimizerScalesFromPhysicalShift()
+    method.SetInitialTransform(transform, inPlace=True)
+    method.Execute(fixed, moving)
+    return float(method.GetMetricValue())
+
+
 def register_to_template(
     image: np.ndarray,
     affine: np.ndarray,
@@ -174,28 +194,15 @@ def _register(
         sitk.Similarity3DTransform(),
         sitk.CenteredTransformInitializerFilter.MOMENTS,
     )
-    method = _method(seed)
-    method.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=1.0, minStep=1e-4, numberOfIterations=200, relaxationFactor=0.5
-    )
-    method.SetOptimizerScalesFromPhysicalShift()
-    method.SetInitialTransform(initial, inPlace=True)
-    method.Execute(fixed, moving)
+    _fit(fixed, moving, initial, seed, learning_rate=1.0, iterations=200)
     # Then a full affine (anisotropic scale and shear) from the similarity transform.
     similarity = sitk.Similarity3DTransform(initial)
     affine_tx = sitk.AffineTransform(3)
     affine_tx.SetCenter(similarity.GetCenter())
     affine_tx.SetMatrix(similarity.GetMatrix())
     affine_tx.SetTranslation(similarity.GetTranslation())
-    method = _method(seed)
-    method.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=0.5, minStep=1e-4, numberOfIterations=150, relaxationFactor=0.5
-    )
-    method.SetOptimizerScalesFromPhysicalShift()
-    method.SetInitialTransform(affine_tx, inPlace=True)
-    method.Execute(fixed, moving)
+    metric = _fit(fixed, moving, affine_tx, seed, learning_rate=0.5, iterations=150)
     transform: sitk.Transform = affine_tx
-    metric = float(method.GetMetricValue())
     stages = ["similarity", "affine"]
     if bspline:
         transform, metric = _refine_bspline(fixed, moving, transform, seed)

@@ -75,6 +75,10 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "l2": 0.0,
     "workers": 1,
     "amp": True,  # only takes effect on CUDA
+    # null: float16 autocast on CUDA when amp, float32 on the CPU; fp32: never autocast;
+    # bf16: bfloat16 autocast on the CPU and CUDA; auto: float16 on CUDA, bfloat16 on
+    # CPUs that compute it in hardware, else float32. The loss is always float32.
+    "precision": None,
     "early_stopping": None,  # {patience: N (validations), min_delta: d}
     "grad_clip": None,
 }

@@ -173,6 +173,32 @@ def model_config(
     }
 
 
+PRECISIONS = (None, "fp32", "bf16", "auto")
+
+
+def training_autocast(stage: dict, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a stage's forward pass (None: float32), from ``precision``.
+
+    Raises:
+        LesionsegError: An unknown precision.
+    """
+    precision = stage.get("precision")
+    if precision not in PRECISIONS:
+        raise LesionsegError(f"train.precision must be fp32, bf16, auto or null, got {precision!r}")
+    cuda = device.type == "cuda"
+    if precision is None:
+        return torch.float16 if cuda and stage["amp"] else None
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    from lesionseg.inference.precision import cpu_has_bf16
+
+    if cuda:
+        return torch.float16
+    return torch.bfloat16 if cpu_has_bf16() else None
+
+
 def as_float(outputs):
     """Outputs in float32 for the loss: a tensor, or a tuple/list of them (several heads)."""
     if isinstance(outputs, torch.Tensor):
@@ -214,14 +240,15 @@ class _Step:
     l1: float
     l2: float
     grad_clip: float | None
-    amp: bool
+    autocast: torch.dtype | None
     device: torch.device
 
     def __call__(self, batch: dict[str, torch.Tensor], where: str) -> float:
         """Forward, loss (+ L1/L2), backward and update; returns the loss."""
         image = batch["image"].to(self.device, non_blocking=True)
         target = batch["target"].to(self.device, non_blocking=True)
-        with torch.autocast("cuda", enabled=self.amp):
+        dtype = self.autocast or torch.float32
+        with torch.autocast(self.device.type, dtype=dtype, enabled=self.autocast is not None):
             outputs = self.model(image)
             check_output_matches_target(outputs, target, where)
             loss = self.loss_fn(as_float(outputs), target)
@@ -517,8 +544,9 @@ class Trainer:
             ids = [info.device.index] if info.device.type == "cuda" else None
             model = nn.parallel.DistributedDataParallel(network, device_ids=ids)
         loader, per_rank = self._loader(si, stage, network)
-        use_amp = bool(stage["amp"]) and info.device.type == "cuda"
-        slot = self._slot(stage, network, first_epoch, use_amp)
+        autocast = training_autocast(stage, info.device)
+        use_amp = autocast is not None
+        slot = self._slot(stage, network, first_epoch, autocast == torch.float16)
         metric = self.recipe.data["validation"]["metric"]
         selection = StageSelection(
             stage["select"], stage["early_stopping"], higher_is_better=metric == "dice"
@@ -535,7 +563,7 @@ class Trainer:
             float(stage["l1"]),
             float(stage["l2"]),
             stage["grad_clip"],
-            use_amp,
+            autocast,
             info.device,
         )
         epoch, stopped = first_epoch, False

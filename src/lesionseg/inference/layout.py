@@ -1,0 +1,111 @@
+"""The memory layout a network predicts in: channels-last or contiguous, measured, not assumed.
+
+oneDNN runs most 3D convolutions about twice as fast channels-last (``NDHWC``), but not
+every network gains (small channel counts, 2D slices at some sizes, patch classifiers),
+so ``layout="auto"`` times one forward pass of the first batch in both layouts, after a
+warm-up pass in each (oneDNN builds its kernels on the first call), and keeps the faster
+for the rest of the volume. The choice is remembered per network, input shape and
+precision for the process, so a cohort pays for the measurement once. The outputs of the
+two layouts agree to float rounding (tested). On CUDA ``auto`` keeps the contiguous layout
+(cuDNN picks its own kernels; nothing measured there yet).
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+#: The ``layout`` choices of :func:`~lesionseg.inference.predictor.predict_volume`.
+LAYOUTS = ("auto", "channels_last", "contiguous")
+
+_MEASURED: weakref.WeakKeyDictionary[nn.Module, dict[tuple, bool]] = weakref.WeakKeyDictionary()
+
+
+def channels_last_format(ndim: int) -> torch.memory_format | None:
+    """The channels-last format of a batch of ``ndim`` dimensions (None: there is none)."""
+    return {4: torch.channels_last, 5: torch.channels_last_3d}.get(ndim)
+
+
+def set_layout(net: nn.Module, channels_last: bool) -> None:
+    """Every 4D and 5D parameter channels-last (or all contiguous), in place.
+
+    ``Module.to(memory_format=...)`` takes one format for all, which fails on a network
+    that has both 2D and 3D convolutions (D-UNet); each tensor gets its own here.
+    """
+    with torch.no_grad():
+        for tensor in [*net.parameters(), *net.buffers()]:
+            fmt = channels_last_format(tensor.dim()) if channels_last else None
+            tensor.data = tensor.data.contiguous(memory_format=fmt or torch.contiguous_format)
+
+
+def measured_choice(owner: nn.Module, key: tuple) -> bool | None:
+    """The layout measured earlier for ``owner`` and ``key`` (True: channels-last)."""
+    return _MEASURED.get(owner, {}).get(key)
+
+
+class LayoutChooser:
+    """Puts a network and its batches in the chosen layout, choosing on the first batch.
+
+    Args:
+        owner: The network the choice is remembered for (the caller's model, which may
+            differ from ``net``, an eval-only copy of it).
+        net: The network that runs.
+        layout: ``auto``, ``channels_last`` or ``contiguous``.
+        device: Where it runs.
+        amp: Mixed precision (part of the remembered key).
+        clock: Timer (tests replace it).
+    """
+
+    def __init__(
+        self,
+        owner: nn.Module,
+        net: nn.Module,
+        layout: str,
+        device: torch.device,
+        amp: bool,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+        self.owner, self.net, self.layout, self.device, self.amp = owner, net, layout, device, amp
+        self.clock = clock
+        self.channels_last: bool | None = None if layout == "auto" else layout == "channels_last"
+        if layout == "auto" and device.type != "cpu":
+            self.channels_last = False
+
+    def _set(self, channels_last: bool, x: torch.Tensor) -> torch.Tensor:
+        set_layout(self.net, channels_last)
+        fmt = channels_last_format(x.dim()) if channels_last else torch.contiguous_format
+        return x.contiguous(memory_format=fmt)
+
+    def run(self, forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor):
+        """``forward(x)`` in the chosen layout (measuring both on the first call of ``auto``)."""
+        if channels_last_format(x.dim()) is None:
+            return forward(x)
+        if self.channels_last is None:
+            key = (tuple(x.shape), self.amp, self.device.type)
+            self.channels_last = measured_choice(self.owner, key)
+            if self.channels_last is None:
+                return self._measure(forward, x, key)
+        return forward(self._set(self.channels_last, x))
+
+    def _measure(self, forward, x: torch.Tensor, key: tuple):
+        seconds, outputs = {}, {}
+        for channels_last in (False, True):
+            y = self._set(channels_last, x)
+            forward(y)  # warm-up: oneDNN creates its primitives on the first call
+            start = self.clock()
+            outputs[channels_last] = forward(y)
+            seconds[channels_last] = self.clock() - start
+        self.channels_last = seconds[True] < seconds[False]
+        _MEASURED.setdefault(self.owner, {})[key] = self.channels_last
+        self._set(self.channels_last, x)
+        return outputs[self.channels_last]
+
+    def restore(self) -> None:
+        """Put the network's parameters back in the contiguous layout."""
+        set_layout(self.net, False)

@@ -1,0 +1,72 @@
+"""The memory layout of prediction: both layouts agree, ``auto`` takes the faster, once."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+from lesionseg.inference import layout as layouts
+from lesionseg.inference.layout import LayoutChooser, measured_choice, set_layout
+
+
+class Mixed(nn.Module):
+    """A 2D network with a 3D branch (as D-UNet): 4D and 5D weights in one module."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv2 = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv3 = nn.Conv3d(1, 2, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv3(x[:, None]).mean(1)
+        return self.conv2(x) + y.mean(1, keepdim=True)
+
+
+def test_set_layout_gives_each_tensor_its_own_format():
+    net = Mixed()
+    set_layout(net, True)
+    assert net.conv2.weight.is_contiguous(memory_format=torch.channels_last)
+    assert net.conv3.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    x = torch.randn(2, 3, 8, 8)
+    out = net(x.contiguous(memory_format=torch.channels_last))
+    set_layout(net, False)
+    assert net.conv2.weight.is_contiguous() and net.conv3.weight.is_contiguous()
+    torch.testing.assert_close(net(x), out, rtol=1e-5, atol=1e-5)
+
+
+def test_auto_keeps_the_faster_layout_and_remembers_it(monkeypatch):
+    net = nn.Conv3d(1, 2, 3, padding=1)
+    x = torch.randn(1, 1, 8, 8, 8)
+    # A clock in which the channels-last pass (the second timed one) is the slow one.
+    ticks = itertools.chain([0.0, 1.0, 10.0, 15.0])
+    chooser = LayoutChooser(net, net, "auto", torch.device("cpu"), False, clock=lambda: next(ticks))
+    calls = []
+
+    def forward(t):
+        calls.append(t.is_contiguous())
+        return net(t)
+
+    chooser.run(forward, x)
+    assert chooser.channels_last is False  # 1 s contiguous against 5 s channels-last
+    assert calls == [True, True, False, False]  # warm-up and timed pass of each
+    assert measured_choice(net, ((1, 1, 8, 8, 8), False, "cpu")) is False
+    again = LayoutChooser(net, net, "auto", torch.device("cpu"), False, clock=lambda: 1 / 0)
+    calls.clear()
+    again.run(forward, x)  # remembered: no clock, a single pass
+    assert calls == [True]
+
+
+def test_a_fixed_layout_is_not_measured():
+    net = nn.Conv2d(1, 1, 1)
+    chooser = LayoutChooser(net, net, "channels_last", torch.device("cpu"), False, clock=None)
+    out = chooser.run(net, torch.randn(1, 1, 4, 4))
+    assert out.shape == (1, 1, 4, 4) and chooser.channels_last is True
+    with pytest.raises(ValueError, match="layout must be one of"):
+        LayoutChooser(net, net, "nhwc", torch.device("cpu"), False)
+
+
+def test_layouts_module_names_the_choices():
+    assert layouts.LAYOUTS == ("auto", "channels_last", "contiguous")

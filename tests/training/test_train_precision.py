@@ -1,0 +1,84 @@
+"""``train.precision``: bfloat16 autocast on the CPU for the forward pass, the loss in float32."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from lesionseg.errors import LesionsegError
+from lesionseg.training.trainer import _Step, training_autocast
+
+
+class Recorder(nn.Module):
+    """A small segmentation network that records the dtype of its convolution output."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv3d(1, 2, 3, padding=1)
+        self.seen = []
+
+    def forward(self, x):
+        y = self.conv(x)
+        self.seen.append(y.dtype)
+        return y
+
+
+class DtypeLoss(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = nn.CrossEntropyLoss()
+        self.seen = []
+
+    def forward(self, logits, target):
+        self.seen.append(logits.dtype)
+        return self.inner(logits, target)
+
+
+def step_for(net, loss, autocast):
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.05)
+    return _Step(net, net, optimizer, None, loss, [], 0.0, 0.0, None, autocast, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("autocast", [None, torch.bfloat16])
+def test_step_autocasts_the_forward_and_keeps_the_loss_in_float32(autocast):
+    torch.manual_seed(0)
+    net, loss = Recorder(), DtypeLoss()
+    step = step_for(net, loss, autocast)
+    image = torch.randn(2, 1, 6, 6, 6)
+    batch = {"image": image, "target": (image[:, 0] > 0.5).long()}
+    losses = [step(batch, "test") for _ in range(15)]
+    assert net.seen[0] == (autocast or torch.float32)
+    assert set(loss.seen) == {torch.float32}
+    assert losses[-1] < 0.8 * losses[0]  # it still learns
+    assert net.conv.weight.dtype == torch.float32  # the weights stay float32
+
+
+def test_precision_setting_maps_to_an_autocast_dtype(monkeypatch):
+    from lesionseg.inference import precision
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert training_autocast({"precision": None, "amp": True}, cpu) is None
+    assert training_autocast({"precision": None, "amp": True}, cuda) == torch.float16
+    assert training_autocast({"precision": None, "amp": False}, cuda) is None
+    assert training_autocast({"precision": "fp32", "amp": True}, cuda) is None
+    assert training_autocast({"precision": "bf16", "amp": True}, cpu) == torch.bfloat16
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
+    assert training_autocast({"precision": "auto", "amp": True}, cpu) is None
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
+    assert training_autocast({"precision": "auto", "amp": True}, cpu) == torch.bfloat16
+    with pytest.raises(LesionsegError, match="train.precision"):
+        training_autocast({"precision": "fp8", "amp": True}, cpu)
+
+
+def test_a_bf16_run_trains_end_to_end(toy_dataset, tmp_path):
+    from tests.training.conftest import train_single_threaded
+
+    args = ["--epochs", "2", "--set", "train.batches_per_epoch=4", "--set", "train.precision=bf16"]
+    out = train_single_threaded("deepmedic-tiny", toy_dataset, tmp_path, args)
+    log = (out / "log.csv").read_text().splitlines()
+    assert len(log) == 3  # header and two epochs
+    config = json.loads((out / "config.json").read_text())
+    assert config["recipe"]["stages"][0]["precision"] == "bf16"
