@@ -38,8 +38,8 @@ def test_set_layout_gives_each_tensor_its_own_format():
 
 
 def test_auto_keeps_the_faster_layout_and_remembers_it(monkeypatch):
-    net = nn.Conv3d(1, 2, 3, padding=1)
-    x = torch.randn(1, 1, 8, 8, 8)
+    net = nn.Conv3d(3, 2, 3, padding=1)  # 3 channels: the two layouts differ in strides
+    x = torch.randn(1, 3, 8, 8, 8)
     # A clock in which the channels-last pass (the second timed one) is the slow one.
     ticks = itertools.chain([0.0, 1.0, 10.0, 15.0])
     chooser = LayoutChooser(net, net, "auto", torch.device("cpu"), False, clock=lambda: next(ticks))
@@ -52,7 +52,7 @@ def test_auto_keeps_the_faster_layout_and_remembers_it(monkeypatch):
     chooser.run(forward, x)
     assert chooser.channels_last is False  # 1 s contiguous against 5 s channels-last
     assert calls == [True, True, False, False]  # warm-up and timed pass of each
-    assert measured_choice(net, ((1, 1, 8, 8, 8), False, "cpu")) is False
+    assert measured_choice(net, ((1, 3, 8, 8, 8), False, "cpu")) is False
     again = LayoutChooser(net, net, "auto", torch.device("cpu"), False, clock=lambda: 1 / 0)
     calls.clear()
     again.run(forward, x)  # remembered: no clock, a single pass
@@ -70,3 +70,15 @@ def test_a_fixed_layout_is_not_measured():
 
 def test_layouts_module_names_the_choices():
     assert layouts.LAYOUTS == ("auto", "channels_last", "contiguous")
+
+
+def test_a_network_predicted_in_inference_mode_can_still_be_trained():
+    """Validation predicts mid-training: the converted weights must stay trainable."""
+    net = nn.Conv3d(3, 2, 3, padding=1)
+    chooser = LayoutChooser(net, net, "channels_last", torch.device("cpu"), False)
+    with torch.inference_mode():
+        chooser.run(net, torch.randn(1, 3, 6, 6, 6))
+    chooser.restore()
+    assert not any(p.is_inference() for p in net.parameters())
+    net(torch.randn(1, 3, 6, 6, 6)).sum().backward()
+    assert net.weight.grad is not None

@@ -34,9 +34,11 @@ def set_layout(net: nn.Module, channels_last: bool) -> None:
     """Every 4D and 5D parameter channels-last (or all contiguous), in place.
 
     ``Module.to(memory_format=...)`` takes one format for all, which fails on a network
-    that has both 2D and 3D convolutions (D-UNet); each tensor gets its own here.
+    that has both 2D and 3D convolutions (D-UNet); each tensor gets its own here. The
+    copies are made outside inference mode (the predictor runs in it): a network trained
+    on after validation must not hold inference tensors.
     """
-    with torch.no_grad():
+    with torch.inference_mode(False), torch.no_grad():
         for tensor in [*net.parameters(), *net.buffers()]:
             fmt = channels_last_format(tensor.dim()) if channels_last else None
             tensor.data = tensor.data.contiguous(memory_format=fmt or torch.contiguous_format)
