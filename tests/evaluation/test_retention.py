@@ -203,3 +203,17 @@ def test_retention_curve_rejects_bad_inputs():
         retention_curve(ref, pred, bad)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         retention_curve(ref, pred, unc, fractions=[0.0, 1.5])
+
+
+def test_evaluate_reports_the_ndsc_of_each_case():
+    """``lesionseg evaluate``'s ``ndsc`` column is the nDSC of the whole image."""
+    from lesionseg.evaluation.api import evaluate_masks
+
+    rng = np.random.default_rng(3)
+    ref = rng.random((12, 12, 12)) < 0.02
+    pred = ref.copy()
+    pred[0, :3, :3] = True  # some false positives
+    pred[ref & (rng.random(ref.shape) < 0.3)] = False  # some misses
+    metrics = evaluate_masks(pred, ref, 1.0, presets=(), surface=False)
+    assert metrics["ndsc"] == pytest.approx(normalised_dice(ref, pred))
+    assert metrics["ndsc"] != pytest.approx(metrics["dice"])

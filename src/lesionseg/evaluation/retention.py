@@ -76,6 +76,11 @@ def default_fractions(n: int = SHIFTS_FRACTIONS) -> np.ndarray:
     return np.log(np.arange(1, n + 1)) / np.log(n)
 
 
+def ndsc_from_counts(tp: int, fp: int, fn: int, total: int, r: float = SHIFTS_R) -> float:
+    """:func:`normalised_dice` from voxel counts (TP, FP, FN and the image's voxel count)."""
+    return float(_ndsc(tp, fp, fn, _k(tp + fn, total, r)))
+
+
 def normalised_dice(reference: np.ndarray, prediction: np.ndarray, r: float = SHIFTS_R) -> float:
     """Normalised Dice score (nDSC) of Shifts 2022.
 
@@ -103,8 +108,7 @@ def normalised_dice(reference: np.ndarray, prediction: np.ndarray, r: float = SH
     tp = int(np.count_nonzero(reference & prediction))
     ref_count = int(np.count_nonzero(reference))
     fp = int(np.count_nonzero(prediction)) - tp
-    k = _k(ref_count, reference.size, r)
-    return float(_ndsc(tp, fp, ref_count - tp, k))
+    return ndsc_from_counts(tp, fp, ref_count - tp, reference.size, r)
 
 
 def retention_curve(

@@ -109,7 +109,8 @@ def voxel_metrics(pred: np.ndarray, ref: np.ndarray, voxel_volume_ml: float) -> 
         voxel_volume_ml: Volume of one voxel in millilitres.
 
     Returns:
-        ``dice``, ``precision``, ``sensitivity``, ``specificity``, ``pred_ml``,
+        ``dice``, ``ndsc`` (Shifts 2022's normalised Dice), ``precision``,
+        ``sensitivity``, ``specificity``, ``pred_ml``,
         ``ref_ml``, ``avd_ml`` (absolute volume difference) and the raw counts
         ``tp_vox``, ``pred_vox``, ``ref_vox`` (kept so that pooled metrics such as
         the global Dice can be computed from a per-case table).
@@ -119,10 +120,15 @@ def voxel_metrics(pred: np.ndarray, ref: np.ndarray, voxel_volume_ml: float) -> 
 
 def metrics_from_confusion(c: Confusion, voxel_volume_ml: float) -> dict[str, float]:
     """The metrics of :func:`voxel_metrics` from precomputed counts."""
+    from lesionseg.evaluation.retention import ndsc_from_counts
+
     pred_ml = c.pred * voxel_volume_ml
     ref_ml = c.ref * voxel_volume_ml
     return {
         "dice": dice(c),
+        # Shifts 2022's normalised Dice (r = 0.001 of the image's voxels): the Dice a scan
+        # of that lesion load would get, so scans with little lesion are not penalised
+        "ndsc": ndsc_from_counts(c.tp, c.fp, c.fn, c.total),
         "precision": precision(c),
         "sensitivity": sensitivity(c),
         "specificity": specificity(c),

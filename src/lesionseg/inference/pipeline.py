@@ -427,6 +427,7 @@ def predict_subject(
     naming: str = "lesionseg",
     save_uncertainty: bool = False,
     mc_dropout: int = 0,
+    layout: str = "auto",
 ) -> PredictionOutputs:
     """Predict one subject with one model or an ensemble and write the outputs.
 
@@ -448,6 +449,7 @@ def predict_subject(
             ``<case>_members.nii.gz`` (every prediction's label map), from the ensemble
             members, the flips of ``tta`` and the dropout passes.
         mc_dropout: Monte-Carlo dropout passes per member (0: none).
+        layout: Memory layout (:mod:`lesionseg.inference.layout`).
 
     Returns:
         The files written.
@@ -474,7 +476,7 @@ def predict_subject(
         raise LesionsegError(
             "ensemble members preprocess differently; post-processing needs one preprocessed grid"
         )
-    kwargs = dict(tile_size=tile_size, device=device, amp=amp, batch_size=batch_size)
+    kwargs = dict(tile_size=tile_size, device=device, amp=amp, batch_size=batch_size, layout=layout)
     k = models[0].num_outputs
     fill = [1.0] + [0.0] * (k - 1)
     total, labels, record = None, None, None

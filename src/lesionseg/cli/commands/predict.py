@@ -105,6 +105,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--amp", action="store_true", help="the same as --precision bf16")
     parser.add_argument(
+        "--layout",
+        choices=("auto", "channels_last", "contiguous"),
+        default="auto",
+        help="memory layout of the networks: auto (default: the faster of the two, timed on "
+        "the first batch of each network on the CPU), channels_last or contiguous",
+    )
+    parser.add_argument(
         "--save-uncertainty",
         action="store_true",
         help="also write <case>_uncertainty.nii.gz (entropy of the mean, mutual information) "
@@ -289,6 +296,7 @@ def run(args: argparse.Namespace) -> int:
             naming=args.naming,
             save_uncertainty=args.save_uncertainty,
             mc_dropout=args.mc_dropout,
+            layout=args.layout,
         )
         extra = f" and {out.probabilities}" if out.probabilities else ""
         if not args.quiet:
