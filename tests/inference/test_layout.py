@@ -82,3 +82,16 @@ def test_a_network_predicted_in_inference_mode_can_still_be_trained():
     assert not any(p.is_inference() for p in net.parameters())
     net(torch.randn(1, 3, 6, 6, 6)).sum().backward()
     assert net.weight.grad is not None
+
+
+def test_prediction_puts_a_channels_last_network_back_as_it_was():
+    """A network trained channels-last (train.layout) stays so after validation."""
+    from lesionseg.inference.layout import is_channels_last
+
+    net = nn.Conv3d(3, 2, 3, padding=1)
+    set_layout(net, True)
+    chooser = LayoutChooser(net, net, "contiguous", torch.device("cpu"), False)
+    chooser.run(net, torch.randn(1, 3, 6, 6, 6))
+    assert not is_channels_last(net)
+    chooser.restore()
+    assert is_channels_last(net)

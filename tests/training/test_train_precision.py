@@ -82,3 +82,30 @@ def test_a_bf16_run_trains_end_to_end(toy_dataset, tmp_path):
     assert len(log) == 3  # header and two epochs
     config = json.loads((out / "config.json").read_text())
     assert config["recipe"]["stages"][0]["precision"] == "bf16"
+
+
+def test_a_channels_last_run_trains_and_saves_plain_weights(toy_dataset, tmp_path):
+    from safetensors.torch import load_file
+
+    from tests.training.conftest import train_single_threaded
+
+    args = ["--epochs", "1", "--set", "train.batches_per_epoch=3"]
+    plain = train_single_threaded("deepmedic-tiny", toy_dataset, tmp_path / "a", args)
+    last = train_single_threaded(
+        "deepmedic-tiny",
+        toy_dataset,
+        tmp_path / "b",
+        [*args, "--set", "train.layout=channels_last"],
+    )
+    a, b = (load_file(str(p / "model.safetensors")) for p in (plain, last))
+    assert a.keys() == b.keys()
+    assert all(t.is_contiguous() for t in b.values())
+    rows = [(p / "log.csv").read_text().splitlines()[1].split(",") for p in (plain, last)]
+    assert float(rows[0][4]) == pytest.approx(float(rows[1][4]), rel=1e-3)  # the loss
+    # the same training in another layout sums in another order; an Adam step moves a
+    # weight by about lr whatever the gradient's size, so where a gradient is near zero
+    # (DeepMedic's input biases before batch norm: ~1e-8, rounding noise) the two runs
+    # may step in opposite directions: at most 2 lr apart per step (3 steps)
+    lr = float(rows[0][5])
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=2 * 3 * lr)

@@ -44,6 +44,15 @@ def set_layout(net: nn.Module, channels_last: bool) -> None:
             tensor.data = tensor.data.contiguous(memory_format=fmt or torch.contiguous_format)
 
 
+def is_channels_last(net: nn.Module) -> bool:
+    """Whether the network's convolution weights are stored channels-last."""
+    for tensor in net.parameters():
+        fmt = channels_last_format(tensor.dim())
+        if fmt is not None and tensor.shape[1] > 1:  # one input channel: both layouts alike
+            return tensor.is_contiguous(memory_format=fmt) and not tensor.is_contiguous()
+    return False
+
+
 def measured_choice(owner: nn.Module, key: tuple) -> bool | None:
     """The layout measured earlier for ``owner`` and ``key`` (True: channels-last)."""
     return _MEASURED.get(owner, {}).get(key)
@@ -75,6 +84,7 @@ class LayoutChooser:
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
         self.owner, self.net, self.layout, self.device, self.amp = owner, net, layout, device, amp
         self.clock = clock
+        self._was_channels_last = is_channels_last(net)  # restored afterwards (training)
         self.channels_last: bool | None = None if layout == "auto" else layout == "channels_last"
         if layout == "auto" and device.type != "cpu":
             self.channels_last = False
@@ -109,5 +119,5 @@ class LayoutChooser:
         return outputs[self.channels_last]
 
     def restore(self) -> None:
-        """Put the network's parameters back in the contiguous layout."""
-        set_layout(self.net, False)
+        """Put the network's parameters back in the layout they had before."""
+        set_layout(self.net, self._was_channels_last)

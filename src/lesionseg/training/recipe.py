@@ -79,6 +79,8 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     # bf16: bfloat16 autocast on the CPU and CUDA; auto: float16 on CUDA, bfloat16 on
     # CPUs that compute it in hardware, else float32. The loss is always float32.
     "precision": None,
+    # contiguous or channels_last: the memory layout of the network and its batches
+    "layout": "contiguous",
     "early_stopping": None,  # {patience: N (validations), min_delta: d}
     "grad_clip": None,
 }

@@ -51,6 +51,7 @@ from lesionseg.data.ownership import (
     scanned_folders,
 )
 from lesionseg.errors import LesionsegError
+from lesionseg.inference.layout import channels_last_format, set_layout
 from lesionseg.models.builder import ModelSpec, build_model
 from lesionseg.training import distributed as dist_utils
 from lesionseg.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
@@ -242,10 +243,13 @@ class _Step:
     grad_clip: float | None
     autocast: torch.dtype | None
     device: torch.device
+    channels_last: bool = False
 
     def __call__(self, batch: dict[str, torch.Tensor], where: str) -> float:
         """Forward, loss (+ L1/L2), backward and update; returns the loss."""
         image = batch["image"].to(self.device, non_blocking=True)
+        if self.channels_last:
+            image = image.contiguous(memory_format=channels_last_format(image.dim()))
         target = batch["target"].to(self.device, non_blocking=True)
         dtype = self.autocast or torch.float32
         with torch.autocast(self.device.type, dtype=dtype, enabled=self.autocast is not None):
@@ -539,6 +543,11 @@ class Trainer:
         name = stage["network"]
         folder = self._network_folder(name, final_network(stages))
         network = self._network(si, stage).to(info.device)
+        if stage["layout"] not in ("contiguous", "channels_last"):
+            raise LesionsegError(
+                f"train.layout must be contiguous or channels_last, got {stage['layout']!r}"
+            )
+        set_layout(network, stage["layout"] == "channels_last")  # before DDP registers them
         model = network
         if info.distributed:
             ids = [info.device.index] if info.device.type == "cuda" else None
@@ -565,6 +574,7 @@ class Trainer:
             stage["grad_clip"],
             autocast,
             info.device,
+            stage["layout"] == "channels_last",
         )
         epoch, stopped = first_epoch, False
         while epoch < stage["epochs"] and not stopped:
