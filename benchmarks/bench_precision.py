@@ -38,12 +38,14 @@ def check_method(method: str, workdir: Path) -> list[tuple]:
     from lesionseg.training.demo import run_demo
 
     root = workdir / method
-    run_demo(root, method=method, progress=False)
+    demo = run_demo(root, method=method, progress=False)
     data, model = root / "data", root / "model"
     check = compare_precisions(load_method(model), load_dataset(data).split("test"))
     fp32 = _timed_predict(model, data, workdir / f"{method}-fp32", "fp32")
     bf16 = _timed_predict(model, data, workdir / f"{method}-bf16", "bf16")
     return [
+        (f"{method}: demo held-out Dice (float32)", "mean", demo.mean_dice, ""),
+        (f"{method}: demo time", "wall time", sum(demo.seconds.values()), "s"),
         (f"{method}: labels agree (lowest case)", "share of brain voxels", check.agreement, ""),
         (f"{method}: Dice change (largest case)", "absolute", check.dice_change, ""),
         (f"{method}: guard passed", "1 = yes", float(check.passed), ""),

@@ -1,4 +1,5 @@
-"""Training throughput (segments per second) of the DeepMedic recipes on this machine's CPU.
+"""Training throughput (segments per second) of the DeepMedic recipes on this machine's CPU,
+in float32 with the contiguous and the channels-last layout and in bfloat16 channels-last.
 
 Runs the real training loop (`lesionseg.training.train`: loader, model, loss,
 optimiser, checkpoint) for one epoch on a small synthetic data set and reports the
@@ -8,6 +9,7 @@ plus the time of one optimiser step.
 
 from __future__ import annotations
 
+import itertools
 import json
 import tempfile
 from pathlib import Path
@@ -19,6 +21,8 @@ import torch
 from lesionseg.training import train
 
 RECIPES = ("deepmedic-tiny", "deepmedic-paper")
+#: (train.precision, train.layout) pairs measured one after another in the same run.
+VARIANTS = (("fp32", "contiguous"), ("fp32", "channels_last"), ("bf16", "channels_last"))
 
 
 def _dataset(root: Path, n: int = 3, size: int = 72) -> Path:
@@ -58,18 +62,21 @@ def run(quick: bool) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         data = _dataset(Path(tmp) / "data")
-        for recipe in RECIPES:
+        for recipe, (precision, layout) in itertools.product(RECIPES, VARIANTS):
             batches = (3 if quick else 10) if recipe == "deepmedic-paper" else (5 if quick else 25)
+            name = f"{recipe} {precision} {layout}"
             # Two epochs: the first warms up (allocations, worker start); the second is measured.
             result = train(
                 recipe,
                 data,
-                Path(tmp) / recipe,
+                Path(tmp) / name.replace(" ", "-"),
                 device="cpu",
                 progress=False,
                 overrides={
                     "train.epochs": 2,
                     "train.batches_per_epoch": batches,
+                    "train.precision": precision,
+                    "train.layout": layout,
                     "validation.cases": 0,
                 },
                 cache=Path(tmp) / "cache",
@@ -81,11 +88,13 @@ def run(quick: bool) -> list[dict]:
                 "threads": torch.get_num_threads(),
                 "batch": batch_size,
                 "batches": batches,
+                "precision": precision,
+                "layout": layout,
             }
             rows.append(
                 {
                     "benchmark": "training",
-                    "metric": f"{recipe} throughput",
+                    "metric": f"{name} throughput",
                     "value": float(epoch["segments_per_s"]),
                     "unit": "segments/s",
                     **common,
@@ -94,7 +103,7 @@ def run(quick: bool) -> list[dict]:
             rows.append(
                 {
                     "benchmark": "training",
-                    "metric": f"{recipe} step time",
+                    "metric": f"{name} step time",
                     "value": float(epoch["seconds"] / batches),
                     "unit": "s",
                     **common,
