@@ -217,3 +217,32 @@ def test_evaluate_reports_the_ndsc_of_each_case():
     metrics = evaluate_masks(pred, ref, 1.0, presets=(), surface=False)
     assert metrics["ndsc"] == pytest.approx(normalised_dice(ref, pred))
     assert metrics["ndsc"] != pytest.approx(metrics["dice"])
+
+
+def test_evaluate_adds_the_retention_area_when_uncertainty_maps_exist(tmp_path):
+    """A predictions folder of ``predict --save-uncertainty``: its maps are no cases, and
+    each row gets the R-AAC of the entropy map (the first of the 4D file)."""
+    import nibabel as nib
+
+    from lesionseg.evaluation.api import evaluate
+
+    rng = np.random.default_rng(4)
+    ref = (rng.random((10, 10, 10)) < 0.05).astype(np.uint8)
+    pred = ref.copy()
+    pred[0, 0, :4] = 1
+    entropy = rng.random(ref.shape).astype(np.float32)
+    maps = np.stack([entropy, entropy * 0], axis=-1)
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "ref").mkdir()
+    affine = np.eye(4)
+    nib.save(nib.Nifti1Image(pred, affine), tmp_path / "pred" / "c_seg.nii.gz")
+    nib.save(nib.Nifti1Image(maps, affine), tmp_path / "pred" / "c_uncertainty.nii.gz")
+    nib.save(
+        nib.Nifti1Image(pred[..., None].repeat(2, -1), affine),
+        tmp_path / "pred" / "c_members.nii.gz",
+    )
+    nib.save(nib.Nifti1Image(ref, affine), tmp_path / "ref" / "c.nii.gz")
+    result = evaluate(tmp_path / "pred", tmp_path / "ref", presets=(), surface=False)
+    (row,) = result.rows
+    assert row["case"] == "c"
+    assert row["r_aac"] == pytest.approx(retention_area(ref > 0, pred > 0, entropy))

@@ -162,7 +162,7 @@ class CaseFiles:
     splits: dict[str, str] = field(default_factory=dict)
 
 
-_SKIP_SUFFIXES = ("_prob",)
+_SKIP_SUFFIXES = ("_prob", "_uncertainty", "_members")  # maps beside the label maps
 
 
 def case_id(path: str | Path) -> str:
@@ -175,9 +175,10 @@ def find_cases(source: Source, role: str = "prediction") -> CaseFiles:
     """Find the label maps of a folder, a list of files or a data set.
 
     Args:
-        source: A folder of ``<case>_seg.nii.gz`` / ``<case>.nii.gz`` files (``_prob``
-            maps are skipped), a data set (folder with ``dataset.json`` or a CSV/TSV
-            manifest: its labelled subjects' label maps), one NIfTI file or a list of them.
+        source: A folder of ``<case>_seg.nii.gz`` / ``<case>.nii.gz`` files (the
+            ``_prob``, ``_uncertainty`` and ``_members`` maps beside them are skipped),
+            a data set (folder with ``dataset.json`` or a CSV/TSV manifest: its labelled
+            subjects' label maps), one NIfTI file or a list of them.
         role: ``"prediction"`` or ``"reference"``, for messages.
 
     Raises:
@@ -596,7 +597,9 @@ def evaluate(
                     continue
                 pred_data = _prediction_array(found.files.get(case), ref, resample)
                 scoring.record(f"prediction set {method!r}", found.files.get(case), pred_data)
-                rows += scoring.rows(method, case, pred_data, ref)
+                new = scoring.rows(method, case, pred_data, ref)
+                _add_retention(new, found.files.get(case), pred_data, ref, scoring)
+                rows += new
                 bar.update(1)
             if size_groups:
                 for name, size in scoring.mean_lesion_sizes(ref.data).items():
@@ -630,6 +633,50 @@ def evaluate(
         "resample": resample,
     }
     return EvaluationResult(_with_prediction_column(rows, pred_cases), list(sources), settings)
+
+
+def uncertainty_file(prediction: Path | None) -> Path | None:
+    """The ``--save-uncertainty`` maps written beside a prediction, if there are any."""
+    if prediction is None:
+        return None
+    name = prediction.name
+    for suffix in ("_seg.nii.gz", ".nii.gz"):
+        if name.endswith(suffix):
+            candidate = prediction.with_name(name[: -len(suffix)] + "_uncertainty.nii.gz")
+            return candidate if candidate.is_file() else None
+    return None
+
+
+def _add_retention(
+    rows: list[dict], prediction: Path | None, pred: np.ndarray, ref: Volume, scoring: _Scoring
+) -> None:
+    """Add ``r_aac`` (Shifts' area above the nDSC retention curve) when uncertainty exists.
+
+    The voxels are retained from most to least certain by the entropy of the mean
+    prediction (the first map of ``<case>_uncertainty.nii.gz``), over the whole image as
+    Shifts scores it.
+
+    Raises:
+        LesionsegError: Uncertainty maps on another grid than the reference.
+    """
+    path = uncertainty_file(prediction)
+    if path is None or not rows:
+        return
+    from lesionseg.evaluation.retention import retention_area
+
+    entropy = load_nifti(path, volume=0)
+    if tuple(entropy.grid.shape) != tuple(ref.grid.shape) or not entropy.grid.same_as(ref.grid):
+        raise LesionsegError("uncertainty maps not on the reference grid", path)
+    labels = scoring.labels
+    if labels is None and scoring.regions is None:
+        labels = present_labels(pred, ref.data) or [1]
+    definitions = region_definitions(labels, scoring.regions, scoring.label_names)
+    for row in rows:
+        values = definitions.get(row["region"])
+        if values is not None:
+            row["r_aac"] = retention_area(
+                region_mask(ref.data, values), region_mask(pred, values), entropy.data
+            )
 
 
 def _prediction_array(path: Path | None, ref: Volume, resample: bool) -> np.ndarray:

@@ -99,7 +99,7 @@ def find_predictions(folder: str | Path) -> list[PredictionFiles]:
     folder = Path(folder)
     if not folder.is_dir():
         raise LesionsegError("not a folder of predictions", folder)
-    extra = ("_prob", "_uncertainty", "_members", "_entropy")
+    extra = ("_prob", "_uncertainty", "_members")
     found = []
     for path in sorted(folder.glob("*.nii.gz")):
         stem = path.name[: -len(".nii.gz")]
