@@ -23,6 +23,7 @@ from scipy import ndimage
 
 from lesionseg.data.dataset import load_dataset
 from lesionseg.data.nifti import Grid, Volume, is_nifti_path, load_nifti, strip_nifti_suffix
+from lesionseg.data.prediction_files import beside, is_beside_map
 from lesionseg.errors import LesionsegError
 from lesionseg.evaluation.groups import lesion_size_groups, mean_lesion_size
 from lesionseg.evaluation.lesionwise import PRESETS, get_preset, lesion_metrics
@@ -162,9 +163,6 @@ class CaseFiles:
     splits: dict[str, str] = field(default_factory=dict)
 
 
-_SKIP_SUFFIXES = ("_prob", "_uncertainty", "_members")  # maps beside the label maps
-
-
 def case_id(path: str | Path) -> str:
     """Case id of a label-map file: the name without ``.nii[.gz]`` and a trailing ``_seg``."""
     name = strip_nifti_suffix(Path(path).name)
@@ -206,7 +204,7 @@ def find_cases(source: Source, role: str = "prediction") -> CaseFiles:
                 for p in path.iterdir()
                 if p.is_file()
                 and is_nifti_path(p)
-                and not strip_nifti_suffix(p.name).endswith(_SKIP_SUFFIXES)
+                and not is_beside_map(strip_nifti_suffix(p.name))
             )
             if not found:
                 raise LesionsegError(
@@ -639,12 +637,8 @@ def uncertainty_file(prediction: Path | None) -> Path | None:
     """The ``--save-uncertainty`` maps written beside a prediction, if there are any."""
     if prediction is None:
         return None
-    name = prediction.name
-    for suffix in ("_seg.nii.gz", ".nii.gz"):
-        if name.endswith(suffix):
-            candidate = prediction.with_name(name[: -len(suffix)] + "_uncertainty.nii.gz")
-            return candidate if candidate.is_file() else None
-    return None
+    path = beside(prediction.parent, case_id(prediction), "uncertainty")
+    return path if path.is_file() else None
 
 
 def _add_retention(

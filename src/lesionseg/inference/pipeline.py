@@ -27,6 +27,7 @@ import torch
 
 from lesionseg.data.dataset import Subject
 from lesionseg.data.nifti import save_nifti
+from lesionseg.data.prediction_files import FILE_ENDING, SEGMENTATION_SUFFIX, beside
 from lesionseg.errors import LesionsegError
 from lesionseg.inference.method import LoadedMethod, load_method
 from lesionseg.inference.predictor import labels_from_probabilities
@@ -144,20 +145,17 @@ def output_paths(
         LesionsegError: An unknown ``naming``.
     """
     out_dir = Path(out_dir)
+    prob = beside(out_dir, subject_id, "probabilities")
     if naming == "nnunet":
-        return out_dir / f"{subject_id}.nii.gz", out_dir / f"{subject_id}_prob.nii.gz"
+        return out_dir / f"{subject_id}{FILE_ENDING}", prob
     if naming != "lesionseg":
         raise LesionsegError(f"--naming must be one of {', '.join(NAMINGS)}, got {naming!r}")
-    return out_dir / f"{subject_id}_seg.nii.gz", out_dir / f"{subject_id}_prob.nii.gz"
+    return out_dir / f"{subject_id}{SEGMENTATION_SUFFIX}{FILE_ENDING}", prob
 
 
 def uncertainty_paths(out_dir: str | Path, subject_id: str) -> tuple[Path, Path]:
     """The uncertainty maps and member label maps of a subject (``--save-uncertainty``)."""
-    out_dir = Path(out_dir)
-    return (
-        out_dir / f"{subject_id}_uncertainty.nii.gz",
-        out_dir / f"{subject_id}_members.nii.gz",
-    )
+    return beside(out_dir, subject_id, "uncertainty"), beside(out_dir, subject_id, "members")
 
 
 def check_naming(naming: str, save_probabilities: bool) -> None:

@@ -27,6 +27,13 @@ import numpy as np
 from lesionseg.data.atomic import write_json_atomic, write_text_atomic
 from lesionseg.data.dataset import Subject
 from lesionseg.data.nifti import Grid, load_nifti, to_canonical
+from lesionseg.data.prediction_files import (
+    BESIDE,
+    FILE_ENDING,
+    beside,
+    is_beside_map,
+    segmentation_case,
+)
 from lesionseg.errors import LesionsegError
 from lesionseg.report.lesions import COLUMNS, CaseTable, lesion_table
 
@@ -99,23 +106,15 @@ def find_predictions(folder: str | Path) -> list[PredictionFiles]:
     folder = Path(folder)
     if not folder.is_dir():
         raise LesionsegError("not a folder of predictions", folder)
-    extra = ("_prob", "_uncertainty", "_members")
     found = []
-    for path in sorted(folder.glob("*.nii.gz")):
-        stem = path.name[: -len(".nii.gz")]
-        if stem.endswith("_seg"):
-            case = stem[: -len("_seg")]
-        elif any(stem.endswith(e) for e in extra):
+    for path in sorted(folder.glob(f"*{FILE_ENDING}")):
+        stem = path.name[: -len(FILE_ENDING)]
+        if is_beside_map(stem):
             continue
-        else:
-            case = stem  # nnU-Net naming
+        case = segmentation_case(stem)  # <case>_seg, or nnU-Net's <case>
         files = PredictionFiles(case, path)
-        for role, suffix in (
-            ("probabilities", "_prob"),
-            ("uncertainty", "_uncertainty"),
-            ("members", "_members"),
-        ):
-            candidate = folder / f"{case}{suffix}.nii.gz"
+        for role in BESIDE:
+            candidate = beside(folder, case, role)
             if candidate.is_file():
                 setattr(files, role, candidate)
         found.append(files)
