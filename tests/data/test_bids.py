@@ -190,7 +190,9 @@ def test_synth_bids_round_trip_through_the_app_on_dwi(tmp_path):
 
 def test_app_end_to_end_is_valid_and_equals_predict(tmp_path, raw, model):
     out = tmp_path / "out"
-    assert app(raw, out, model, "--save-probabilities") == 0
+    # one named layout for both runs: ``auto`` times the two, and their outputs agree
+    # only to float rounding, where this compares bit for bit
+    assert app(raw, out, model, "--save-probabilities", "--layout", "contiguous") == 0
     assert validation_errors(out) == []
 
     layout = derivative_layout(out)
@@ -212,12 +214,13 @@ def test_app_end_to_end_is_valid_and_equals_predict(tmp_path, raw, model):
     pred = tmp_path / "pred"
     inputs = [f"FLAIR={anat / 'sub-01_FLAIR.nii.gz'}", f"T1={anat / 'sub-01_T1w.nii.gz'}"]
     args = ["predict", "-m", str(model), "-i", *inputs, "-o", str(pred), "--device", "cpu"]
-    assert main([*args, "--save-probabilities", "--quiet", "--name", "s1"]) == 0
+    args += ["--layout", "contiguous", "--save-probabilities", "--quiet", "--name", "s1"]
+    assert main(args) == 0
     (mask,) = layout.get(subject="01", suffix="mask", extension=".nii.gz")
     expected = voxels(pred / "s1_seg.nii.gz")
     assert expected.sum() > 0
     np.testing.assert_array_equal(voxels(Path(mask.path)), expected)
-    np.testing.assert_allclose(voxels(Path(prob.path)), voxels(pred / "s1_prob.nii.gz")[..., 1])
+    np.testing.assert_array_equal(voxels(Path(prob.path)), voxels(pred / "s1_prob.nii.gz")[..., 1])
     np.testing.assert_allclose(nib.load(mask.path).affine, AFFINE)
 
     sidecar = json.loads(Path(mask.path.replace(".nii.gz", ".json")).read_text())
@@ -396,3 +399,21 @@ def test_shards_segment_each_subject_once(tmp_path, raw, model):
     assert first and len(first) < len(every)
     assert every == sorted(p.name for p in raw.glob("sub-*"))
     assert app(raw, tmp_path / "x", model, "--shard", "3/2") == 2
+
+
+def test_app_takes_the_precision_of_predict(tmp_path, raw, model):
+    out = tmp_path / "out"
+    speed = ["--precision", "bf16", "--layout", "channels_last"]
+    assert app(raw, out, model, "--save-probabilities", *speed) == 0
+    (prob,) = derivative_layout(out).get(subject="01", suffix="probseg", extension=".nii.gz")
+    anat = raw / "sub-01" / "anat"
+    inputs = [f"FLAIR={anat / 'sub-01_FLAIR.nii.gz'}", f"T1={anat / 'sub-01_T1w.nii.gz'}"]
+    pred = tmp_path / "pred"
+    args = ["predict", "-m", str(model), "-i", *inputs, "-o", str(pred), "--device", "cpu"]
+    assert main([*args, *speed, "--save-probabilities", "--quiet", "--name", "s1"]) == 0
+    bf16 = voxels(Path(prob.path))
+    np.testing.assert_array_equal(bf16, voxels(pred / "s1_prob.nii.gz")[..., 1])
+    fp32 = tmp_path / "fp32"
+    args[args.index(str(pred))] = str(fp32)
+    assert main([*args, "--save-probabilities", "--quiet", "--name", "s1"]) == 0
+    assert not np.array_equal(bf16, voxels(fp32 / "s1_prob.nii.gz")[..., 1])  # bf16 ran

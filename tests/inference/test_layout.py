@@ -9,7 +9,12 @@ import torch
 from torch import nn
 
 from lesionseg.inference import layout as layouts
-from lesionseg.inference.layout import LayoutChooser, measured_choice, set_layout
+from lesionseg.inference.layout import (
+    LayoutChooser,
+    forget_measurements,
+    measured_choice,
+    set_layout,
+)
 
 
 class Mixed(nn.Module):
@@ -38,6 +43,7 @@ def test_set_layout_gives_each_tensor_its_own_format():
 
 
 def test_auto_keeps_the_faster_layout_and_remembers_it(monkeypatch):
+    forget_measurements()
     net = nn.Conv3d(3, 2, 3, padding=1)  # 3 channels: the two layouts differ in strides
     x = torch.randn(1, 3, 8, 8, 8)
     # A clock in which the channels-last pass (the second timed one) is the slow one.
@@ -57,6 +63,9 @@ def test_auto_keeps_the_faster_layout_and_remembers_it(monkeypatch):
     calls.clear()
     again.run(forward, x)  # remembered: no clock, a single pass
     assert calls == [True]
+    twin = nn.Conv3d(3, 2, 3, padding=1)  # the same architecture, loaded again
+    assert measured_choice(twin, ((1, 3, 8, 8, 8), False, "cpu")) is False
+    assert measured_choice(nn.Conv3d(3, 4, 3), ((1, 3, 8, 8, 8), False, "cpu")) is None
 
 
 def test_a_fixed_layout_is_not_measured():

@@ -108,3 +108,46 @@ def add_overwrite(parser: argparse.ArgumentParser, what: str = "outputs") -> Non
     parser.add_argument(
         "--overwrite", action="store_true", help=f"replace existing {what} lesionseg wrote"
     )
+
+
+def add_speed(parser: argparse.ArgumentParser) -> None:
+    """``--precision fp32|bf16|auto``, ``--amp`` and ``--layout auto|channels_last|contiguous``."""
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "auto"),
+        default="fp32",
+        help="fp32 (default); bf16: bfloat16 on the CPU, float16 on CUDA; auto: reduced "
+        "precision only where the hardware computes it (CUDA, CPUs with AVX-512 BF16/AMX) "
+        "and, on the CPU, the model records that it agrees (lesionseg check-precision)",
+    )
+    parser.add_argument("--amp", action="store_true", help="the same as --precision bf16")
+    parser.add_argument(
+        "--layout",
+        choices=("auto", "channels_last", "contiguous"),
+        default="auto",
+        help="memory layout of the networks: auto (default: the faster of the two, timed on "
+        "the first batch of each network on the CPU; the two agree to float rounding, so "
+        "name one for bit-identical reruns), channels_last or contiguous",
+    )
+
+
+def reduced_precision(args: argparse.Namespace, models: list, device: str) -> bool:
+    """Whether ``--precision``/``--amp`` ask for mixed precision for these models here.
+
+    ``auto`` takes it only where the hardware computes it and every model records that
+    bfloat16 gives it the labels float32 gives (and says so when it falls back).
+    """
+    import sys
+
+    from lesionseg.inference.precision import use_reduced_precision
+    from lesionseg.inference.precision_check import bf16_verified
+
+    verified = all(bf16_verified(m.folder) for m in models)
+    amp = args.amp or use_reduced_precision(args.precision, device, verified)
+    if args.precision == "auto" and not amp and not verified and not args.quiet:
+        print(
+            "--precision auto: float32, as no model records that bfloat16 gives it the same "
+            "labels (lesionseg check-precision MODEL_DIR -d DATASET records it)",
+            file=sys.stderr,
+        )
+    return amp

@@ -4,8 +4,10 @@ oneDNN runs most 3D convolutions about twice as fast channels-last (``NDHWC``), 
 every network gains (small channel counts, 2D slices at some sizes, patch classifiers),
 so ``layout="auto"`` times one forward pass of the first batch in both layouts, after a
 warm-up pass in each (oneDNN builds its kernels on the first call), and keeps the faster
-for the rest of the volume. The choice is remembered per network, input shape and
-precision for the process, so a cohort pays for the measurement once. The outputs of the
+for the rest of the volume. The choice is remembered per network architecture (its
+modules and parameter shapes, not the instance), input shape and precision for the
+process, so a cohort pays for the measurement once and the same model loaded twice in
+one process predicts in the same layout (bit-identical outputs). The outputs of the
 two layouts agree to float rounding (tested). On CUDA ``auto`` keeps the contiguous layout
 (cuDNN picks its own kernels; nothing measured there yet).
 """
@@ -13,7 +15,6 @@ two layouts agree to float rounding (tested). On CUDA ``auto`` keeps the contigu
 from __future__ import annotations
 
 import time
-import weakref
 from collections.abc import Callable
 
 import torch
@@ -22,7 +23,7 @@ from torch import nn
 #: The ``layout`` choices of :func:`~lesionseg.inference.predictor.predict_volume`.
 LAYOUTS = ("auto", "channels_last", "contiguous")
 
-_MEASURED: weakref.WeakKeyDictionary[nn.Module, dict[tuple, bool]] = weakref.WeakKeyDictionary()
+_MEASURED: dict[tuple, bool] = {}
 
 
 def channels_last_format(ndim: int) -> torch.memory_format | None:
@@ -53,9 +54,21 @@ def is_channels_last(net: nn.Module) -> bool:
     return False
 
 
+def architecture(net: nn.Module) -> tuple:
+    """What the layout choice depends on in a network: its module types and tensor shapes."""
+    modules = tuple(type(m).__name__ for m in net.modules())
+    shapes = tuple(tuple(t.shape) for t in [*net.parameters(), *net.buffers()])
+    return modules, shapes
+
+
 def measured_choice(owner: nn.Module, key: tuple) -> bool | None:
-    """The layout measured earlier for ``owner`` and ``key`` (True: channels-last)."""
-    return _MEASURED.get(owner, {}).get(key)
+    """The layout measured before for the architecture of ``owner`` and ``key`` (True: NDHWC)."""
+    return _MEASURED.get((architecture(owner), key))
+
+
+def forget_measurements() -> None:
+    """Forget every measured choice (the next ``auto`` run measures again)."""
+    _MEASURED.clear()
 
 
 class LayoutChooser:
@@ -114,7 +127,7 @@ class LayoutChooser:
             outputs[channels_last] = forward(y)
             seconds[channels_last] = self.clock() - start
         self.channels_last = seconds[True] < seconds[False]
-        _MEASURED.setdefault(self.owner, {})[key] = self.channels_last
+        _MEASURED[(architecture(self.owner), key)] = self.channels_last
         self._set(self.channels_last, x)
         return outputs[self.channels_last]
 

@@ -8,7 +8,15 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lesionseg.cli.options import add_device, add_models, add_overwrite, add_quiet, check_device
+from lesionseg.cli.options import (
+    add_device,
+    add_models,
+    add_overwrite,
+    add_quiet,
+    add_speed,
+    check_device,
+    reduced_precision,
+)
 
 if TYPE_CHECKING:
     from lesionseg.data.bids import OutputPlan, VisitInputs
@@ -98,6 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also write the probabilities (_probseg.nii.gz)",
     )
     add_device(parser)
+    add_speed(parser)
     add_overwrite(parser, "outputs")
     add_quiet(parser)
     parser.add_argument(
@@ -145,6 +154,7 @@ def _predict(
     work: Path,
     args: argparse.Namespace,
     device: str,
+    amp: bool,
 ) -> None:
     """Predict one visit into ``work`` (inside the output), then move it to its BIDS names."""
     from lesionseg.data.bids import is_binary, store_outputs
@@ -160,6 +170,8 @@ def _predict(
         device=device,
         save_probabilities=args.save_probabilities,
         overwrite=True,  # the work folder is this run's own
+        amp=amp,
+        layout=args.layout,
     )
     labels = models[0].config["labels"]
     store_outputs(
@@ -207,6 +219,7 @@ def _predict_all(
     out: Path,
     args: argparse.Namespace,
     device: str,
+    amp: bool,
 ) -> None:
     """Predict each visit with a progress bar, through a work folder inside ``out``."""
     from tqdm import tqdm
@@ -221,7 +234,7 @@ def _predict_all(
         for plan in bar:
             bar.set_postfix_str(plan.inputs.visit.id)
             t0 = time.perf_counter()
-            _predict(models, plan, work, args, device)
+            _predict(models, plan, work, args, device, amp)
             if not args.quiet:
                 written = plan.labels.relative_to(out)
                 tqdm.write(f"{plan.inputs.visit}: {written} ({time.perf_counter() - t0:.1f} s)")
@@ -233,6 +246,7 @@ def run(args: argparse.Namespace) -> int:
     """Find every visit's inputs, check the outputs, then predict each visit."""
     device = check_device(args.device)
     models = _load_models(args, device)
+    amp = reduced_precision(args, models, device)
     desc = _desc(args, models)
     inputs = _find_inputs(args, models)
     out, plans = _prepare_output(args, models, inputs, desc)
@@ -240,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
         for note in (n for item in inputs for n in item.notes):
             print(note, file=sys.stderr)
     start = time.perf_counter()
-    _predict_all(models, plans, out, args, device)
+    _predict_all(models, plans, out, args, device, amp)
     seconds = time.perf_counter() - start
     print(f"{len(plans)} subject(s)/session(s) in {seconds:.1f} s -> {out} (desc-{desc})")
     return 0

@@ -7,7 +7,15 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from lesionseg.cli.options import add_device, add_models, add_overwrite, add_quiet, check_device
+from lesionseg.cli.options import (
+    add_device,
+    add_models,
+    add_overwrite,
+    add_quiet,
+    add_speed,
+    check_device,
+    reduced_precision,
+)
 from lesionseg.errors import LesionsegError
 
 if TYPE_CHECKING:
@@ -95,22 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="CASE",
         help="case name for the files of one subject (default: what their names share)",
     )
-    parser.add_argument(
-        "--precision",
-        choices=("fp32", "bf16", "auto"),
-        default="fp32",
-        help="fp32 (default); bf16: bfloat16 on the CPU, float16 on CUDA; auto: reduced "
-        "precision only where the hardware computes it (CUDA, CPUs with AVX-512 BF16/AMX) "
-        "and, on the CPU, the model records that it agrees (lesionseg check-precision)",
-    )
-    parser.add_argument("--amp", action="store_true", help="the same as --precision bf16")
-    parser.add_argument(
-        "--layout",
-        choices=("auto", "channels_last", "contiguous"),
-        default="auto",
-        help="memory layout of the networks: auto (default: the faster of the two, timed on "
-        "the first batch of each network on the CPU), channels_last or contiguous",
-    )
+    add_speed(parser)
     parser.add_argument(
         "--save-uncertainty",
         action="store_true",
@@ -241,17 +234,7 @@ def run(args: argparse.Namespace) -> int:
         subject_id=args.name,
         file_channels=file_channels(models),
     )
-    from lesionseg.inference.precision import use_reduced_precision
-    from lesionseg.inference.precision_check import bf16_verified
-
-    verified = all(bf16_verified(m.folder) for m in models)
-    amp = args.amp or use_reduced_precision(args.precision, device, verified)
-    if args.precision == "auto" and not amp and not verified and not args.quiet:
-        print(
-            "--precision auto: float32, as no model records that bfloat16 gives it the same "
-            "labels (lesionseg check-precision MODEL_DIR -d DATASET records it)",
-            file=sys.stderr,
-        )
+    amp = reduced_precision(args, models, device)
     shard = parse_shard(args.shard)
     subjects = shard_subjects(subjects, shard)
     for subject in subjects:
