@@ -11,7 +11,8 @@ Figures, each measured in a fresh subprocess (peak memory from ``resource``):
   ``sliding_window_inference``: windows of the tile's input size at a stride of the
   tile's output size; the valid output is put back in the window's centre with a
   weight channel (1 in the centre, 0 in the margin), so that MONAI's averaging gives
-  the exact valid-convolution result. Ratio = MONAI wall time / lesionseg wall time.
+  the exact valid-convolution result. Ratio = MONAI wall time / lesionseg wall time;
+* the float32 / channels-last / bfloat16 variants are in ``bench_speed``.
 
 The paper network (widths 30…50, hidden 150, ×3 pathway, 2 classes) with random
 weights and batch-norm statistics; time does not depend on the values.
@@ -27,7 +28,13 @@ import sys
 import numpy as np
 import torch
 
-from benchmarks._common import measure, peak_rss_bytes, records, run_child
+from benchmarks._common import (
+    measure,
+    peak_rss_bytes,
+    records,
+    run_child,
+    variant_settings,
+)
 
 FULL_SHAPE = (182, 218, 182)
 QUICK_SHAPE = (96, 96, 96)
@@ -99,14 +106,13 @@ def child_lesionseg(shape, tile) -> dict:
     base = peak_rss_bytes()
     tile = tuple(tile) if tile else choose_tile_size(model, image.shape[1:])
     plan = plan_valid(image.shape[1:], model.geometry, tile)
-    amp = os.environ.get("BENCH_AMP") == "1"  # bfloat16 autocast (--precision bf16)
-    layout = os.environ.get("BENCH_LAYOUT", "auto")
+    layout, amp = variant_settings()  # amp: bfloat16 autocast (--precision bf16)
     with measure() as record:
         probs = predict_volume(model, image, mask=mask, tile_size=tile, amp=amp, layout=layout)
     np.save(os.environ["BENCH_OUT"], probs[1])
     from lesionseg.inference.layout import _MEASURED
 
-    chosen = [v for choices in _MEASURED.values() for v in choices.values()]
+    chosen = list(_MEASURED.values())
     return {
         **record,
         "channels_last": bool(chosen[0]) if chosen else layout == "channels_last",
@@ -185,18 +191,8 @@ def run(quick: bool = False) -> list[dict]:
         mm = run_child("_common", "child_matmul", [])
         ours = _in_subprocess("lesionseg", shape, tile, ours_path)
         peer = _in_subprocess("monai", shape, ours["tile_out"], peer_path)
-        bf16_path = f"{tmp}/bf16.npy"
-        bf16 = _in_subprocess("lesionseg", shape, ours["tile_out"], bf16_path, bf16=True)
-        plain_path = f"{tmp}/contiguous.npy"
-        plain = _in_subprocess(
-            "lesionseg", shape, ours["tile_out"], plain_path, layout="contiguous"
-        )
-        plain_diff = float(np.abs(np.load(plain_path) - np.load(ours_path)).max())
         mm2 = run_child("_common", "child_matmul", [])
         a, b = np.load(ours_path), np.load(peer_path)
-        brain = cropped_case(shape)[1] > 0
-        low = np.load(bf16_path)
-        bf16_agree = float(((a > 0.5) == (low > 0.5))[brain].mean())
         agree = float(((a > 0.5) == (b > 0.5)).mean())
         max_diff = float(np.abs(a - b).max())
     matmul = max(mm["flops"], mm2["flops"])
@@ -239,33 +235,7 @@ def run(quick: bool = False) -> list[dict]:
         ("monai / lesionseg", "CPU time ratio", peer["cpu"] / ours["cpu"], "x"),
         ("monai vs lesionseg", "foreground agreement", agree, "fraction of voxels"),
         ("monai vs lesionseg", "max |p difference|", max_diff, ""),
-        ("lesionseg predict_volume, bfloat16 (--precision bf16)", "wall time", bf16["wall"], "s"),
-        ("float32 / bfloat16", "wall time ratio", ours["wall"] / bf16["wall"], "x"),
-        ("bfloat16 vs float32", "label agreement", bf16_agree, "fraction of brain voxels"),
         ("layout auto chose channels-last (float32)", "1 = yes", ours["channels_last"], ""),
-        ("layout auto chose channels-last (bfloat16)", "1 = yes", bf16["channels_last"], ""),
-        ("lesionseg, float32, contiguous layout", "wall time", plain["wall"], "s"),
-        ("lesionseg, float32, contiguous layout", "peak memory", plain["peak_rss"] / 2**30, "GiB"),
-        (
-            "lesionseg, float32, contiguous layout",
-            "useful FLOP/s",
-            useful / plain["wall"] / 1e9,
-            "GFLOP/s",
-        ),
-        (
-            "contiguous / auto layout (float32)",
-            "wall time ratio",
-            plain["wall"] / ours["wall"],
-            "x",
-        ),
-        ("contiguous vs auto layout", "max |p difference|", plain_diff, ""),
-        ("lesionseg, bfloat16, auto layout", "peak memory", bf16["peak_rss"] / 2**30, "GiB"),
-        (
-            "lesionseg, bfloat16, auto layout",
-            "useful FLOP/s",
-            useful / bf16["wall"] / 1e9,
-            "GFLOP/s",
-        ),
     ]
     return records("deepmedic", rows, common)
 

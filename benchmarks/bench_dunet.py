@@ -203,11 +203,9 @@ def compare(quick: bool, workdir: Path) -> list[dict]:
 # ----------------------------------------------------------------------- inference time
 
 
-def child_inference(name: str, shape) -> dict:
-    """predict_volume of the paper-width network on a 1 mm synthetic brain, preprocessed."""
+def preprocessed_brain(shape) -> tuple[np.ndarray, np.ndarray]:
+    """The synthetic brain's first channel, cropped and resampled to 192×192 in-plane."""
     from benchmarks.bench_deepmedic import synthetic_brain
-    from lesionseg.inference import predict_volume
-    from lesionseg.models import MODELS
     from lesionseg.preprocess.crop import bounding_box
     from lesionseg.preprocess.resample import resample_to_shape
 
@@ -216,7 +214,15 @@ def child_inference(name: str, shape) -> dict:
     image, mask = image[(slice(0, 1), *box)], mask[box]
     target = (192, 192, mask.shape[2])
     image = resample_to_shape(image, target, order=1).astype(np.float32)
-    mask = resample_to_shape(mask, target, order=0)
+    return image, resample_to_shape(mask, target, order=0)
+
+
+def child_inference(name: str, shape) -> dict:
+    """predict_volume of the paper-width network on a 1 mm synthetic brain, preprocessed."""
+    from lesionseg.inference import predict_volume
+    from lesionseg.models import MODELS
+
+    image, mask = preprocessed_brain(shape)
     torch.manual_seed(0)
     model = MODELS.build(name, in_channels=1, num_classes=1).eval()
     predict_volume(model, image[:, :, :, :16], mask=mask[:, :, :16])  # warm-up

@@ -104,3 +104,21 @@ def test_prediction_puts_a_channels_last_network_back_as_it_was():
     assert not is_channels_last(net)
     chooser.restore()
     assert is_channels_last(net)
+
+
+def test_measuring_draws_the_random_numbers_of_one_pass():
+    """MC dropout: a run that measures gives what a run with a remembered choice gives."""
+    forget_measurements()
+    net = nn.Sequential(nn.Conv3d(3, 4, 3, padding=1), nn.Dropout(0.5)).train()
+    x = torch.randn(1, 3, 6, 6, 6)
+
+    def run_once():
+        torch.manual_seed(7)
+        chooser = LayoutChooser(net, net, "auto", torch.device("cpu"), False)
+        first = chooser.run(net, x)
+        return first, torch.rand(1)  # the stream after the pass
+
+    measured, after_measured = run_once()
+    remembered, after_remembered = run_once()  # no measurement this time
+    torch.testing.assert_close(measured, remembered, rtol=1e-5, atol=1e-6)
+    assert torch.equal(after_measured, after_remembered)

@@ -119,14 +119,22 @@ class LayoutChooser:
         return forward(self._set(self.channels_last, x))
 
     def _measure(self, forward, x: torch.Tensor, key: tuple):
-        seconds, outputs = {}, {}
+        # Every pass starts from the same random state (MC dropout draws from it) and the
+        # state afterwards is the chosen pass's: measuring or not (a remembered choice),
+        # the run draws the same numbers and gives the same result.
+        seconds, outputs, after = {}, {}, {}
+        state = torch.get_rng_state()
         for channels_last in (False, True):
             y = self._set(channels_last, x)
             forward(y)  # warm-up: oneDNN creates its primitives on the first call
+            torch.set_rng_state(state)
             start = self.clock()
             outputs[channels_last] = forward(y)
             seconds[channels_last] = self.clock() - start
+            after[channels_last] = torch.get_rng_state()
+            torch.set_rng_state(state)
         self.channels_last = seconds[True] < seconds[False]
+        torch.set_rng_state(after[self.channels_last])
         _MEASURED[(architecture(self.owner), key)] = self.channels_last
         self._set(self.channels_last, x)
         return outputs[self.channels_last]

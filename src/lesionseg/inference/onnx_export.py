@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lesionseg.errors import LesionsegError
+from lesionseg.models.fast_eval import inference_network
 
 
 def export_size(geometry, size: Sequence[int] | None) -> tuple[int, ...]:
@@ -79,8 +80,7 @@ def export_onnx(
             f"--network: no network {network!r} (networks: {', '.join(method.networks)})"
         )
     model = method.networks[network].eval()
-    copy = getattr(model, "inference_copy", None)
-    model = (copy() if callable(copy) else model).eval()  # what the predictor runs
+    model = inference_network(model).eval()  # what the predictor runs
     geometry = model.geometry
     shape = (1, geometry.input_channels_total, *export_size(geometry, size))
     example = torch.zeros(shape)

@@ -49,6 +49,7 @@ from lesionseg.inference.tiling import (
     tile_weight,
     tiles_with_brain,
 )
+from lesionseg.models.fast_eval import inference_network
 from lesionseg.models.geometry import ModelGeometry
 
 #: Slices per forward pass of a 2D model (at least).
@@ -323,8 +324,9 @@ def predict_volume(
 
     Args:
         model: A network with a ``geometry`` (moved to ``device``; its train/eval mode
-            is restored afterwards). If it has an ``inference_copy()`` method, the
-            returned equivalent network is used instead.
+            is restored afterwards). It runs as
+            :func:`~lesionseg.models.fast_eval.inference_network` gives it: batch norms
+            folded into the convolutions (or the model's own ``inference_copy()``).
         image: ``(C, X, Y, Z)`` float32, channels in the model's order.
         mask: ``(X, Y, Z)`` brain mask; tiles without brain voxels are skipped and the
             result is masked. None: everything is brain.
@@ -360,9 +362,7 @@ def predict_volume(
     device = torch.device(device)
     was_training = model.training
     model.eval()
-    # A model may offer a faster eval-only equivalent (DeepMedic folds its batch norms).
-    copy_fn = getattr(model, "inference_copy", None)
-    net = copy_fn() if callable(copy_fn) else model
+    net = inference_network(model)  # batch norms folded (a copy), or the model itself
     net.eval().to(device)
     if dropout:
         set_dropout(net, True)
