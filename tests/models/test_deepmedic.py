@@ -207,3 +207,14 @@ def test_folded_batch_norm_gives_the_same_output(options):
     with torch.no_grad():
         torch.testing.assert_close(fused(x), model(x), atol=1e-5, rtol=0)
     assert model.normal.layers[1].norm.__class__ is torch.nn.BatchNorm3d  # original untouched
+
+
+def test_upsample_repeat_keeps_the_channels_last_layout():
+
+    x = torch.randn(2, 5, 3, 4, 2)
+    plain = upsample_repeat(x, 3)
+    assert plain.shape == (2, 5, 9, 12, 6) and plain.is_contiguous()
+    torch.testing.assert_close(plain[:, :, 4, 7, 5], x[:, :, 1, 2, 1])
+    fast = upsample_repeat(x.contiguous(memory_format=torch.channels_last_3d), 3)
+    assert fast.is_contiguous(memory_format=torch.channels_last_3d)
+    assert torch.equal(fast, plain)

@@ -400,8 +400,18 @@ def fold_batch_norm(model: DeepMedic) -> DeepMedic:
 
 
 def upsample_repeat(x: torch.Tensor, factor: int) -> torch.Tensor:
-    """Repeat every voxel ``factor`` times along each spatial axis (no interpolation)."""
+    """Repeat every voxel ``factor`` times along each spatial axis (no interpolation).
+
+    The result keeps ``x``'s memory layout: a contiguous result of a channels-last
+    input made the concatenation with the normal pathway, and so the whole head,
+    contiguous; the 1×1×1 head layers then ran 3.6× slower in bfloat16 (a 75×60×75
+    tile: 243 ms against 67 ms for the 150 → 150 layer).
+    """
     n, c, a, b, d = x.shape
+    if c > 1 and x.is_contiguous(memory_format=torch.channels_last_3d):
+        v = x.permute(0, 2, 3, 4, 1)  # (N, X, Y, Z, C), a contiguous view
+        v = v[:, :, None, :, None, :, None].expand(n, a, factor, b, factor, d, factor, c)
+        return v.reshape(n, a * factor, b * factor, d * factor, c).permute(0, 4, 1, 2, 3)
     x = x[:, :, :, None, :, None, :, None].expand(n, c, a, factor, b, factor, d, factor)
     return x.reshape(n, c, a * factor, b * factor, d * factor)
 
