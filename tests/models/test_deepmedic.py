@@ -210,7 +210,6 @@ def test_folded_batch_norm_gives_the_same_output(options):
 
 
 def test_upsample_repeat_keeps_the_channels_last_layout():
-
     x = torch.randn(2, 5, 3, 4, 2)
     plain = upsample_repeat(x, 3)
     assert plain.shape == (2, 5, 9, 12, 6) and plain.is_contiguous()
