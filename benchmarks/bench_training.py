@@ -1,5 +1,6 @@
-"""Training throughput (segments per second) of the DeepMedic recipes on this machine's CPU,
-in float32 with the contiguous and the channels-last layout and in bfloat16 channels-last.
+"""Training throughput (segments or slices per second) of the DeepMedic and D-UNet recipes
+on this machine's CPU, in float32 with the contiguous and the channels-last layout and in
+bfloat16 channels-last.
 
 Runs the real training loop (`lesionseg.training.train`: loader, model, loss,
 optimiser, checkpoint) for one epoch on a small synthetic data set and reports the
@@ -20,12 +21,18 @@ import torch
 
 from lesionseg.training import train
 
-RECIPES = ("deepmedic-tiny", "deepmedic-paper")
+#: Recipe: (image channels, batches per measured epoch, the same for --quick).
+RECIPES = {
+    "deepmedic-tiny": (4, 25, 5),
+    "deepmedic-paper": (4, 10, 3),
+    "dunet-tiny": (1, 25, 5),
+    "dunet-paper": (1, 3, 1),
+}
 #: (train.precision, train.layout) pairs measured one after another in the same run.
 VARIANTS = (("fp32", "contiguous"), ("fp32", "channels_last"), ("bf16", "channels_last"))
 
 
-def _dataset(root: Path, n: int = 3, size: int = 72) -> Path:
+def _dataset(root: Path, channels: int = 4, n: int = 3, size: int = 72) -> Path:
     rng = np.random.default_rng(0)
     (root / "imagesTr").mkdir(parents=True)
     (root / "labelsTr").mkdir()
@@ -37,7 +44,7 @@ def _dataset(root: Path, n: int = 3, size: int = 72) -> Path:
             c = rng.uniform(size * 0.25, size * 0.75, 3)
             label[((grid - c[:, None, None, None]) ** 2).sum(0) < rng.uniform(4, 30)] = 1
         label &= brain
-        for ch in range(4):
+        for ch in range(channels):
             img = brain * (100 + 30 * label + rng.normal(0, 10, label.shape))
             nib.save(
                 nib.Nifti1Image(img.astype(np.float32), np.eye(4)),
@@ -48,7 +55,7 @@ def _dataset(root: Path, n: int = 3, size: int = 72) -> Path:
         json.dumps(
             {
                 "name": "bench",
-                "channel_names": {str(k): f"c{k}" for k in range(4)},
+                "channel_names": {str(k): f"c{k}" for k in range(channels)},
                 "labels": {"background": 0, "lesion": 1},
                 "numTraining": n,
                 "file_ending": ".nii.gz",
@@ -61,14 +68,15 @@ def _dataset(root: Path, n: int = 3, size: int = 72) -> Path:
 def run(quick: bool) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        data = _dataset(Path(tmp) / "data")
+        data = {c: _dataset(Path(tmp) / f"data{c}", c) for c in {v[0] for v in RECIPES.values()}}
         for recipe, (precision, layout) in itertools.product(RECIPES, VARIANTS):
-            batches = (3 if quick else 10) if recipe == "deepmedic-paper" else (5 if quick else 25)
+            channels, full, short = RECIPES[recipe]
+            batches = short if quick else full
             name = f"{recipe} {precision} {layout}"
             # Two epochs: the first warms up (allocations, worker start); the second is measured.
             result = train(
                 recipe,
-                data,
+                data[channels],
                 Path(tmp) / name.replace(" ", "-"),
                 device="cpu",
                 progress=False,
@@ -79,7 +87,7 @@ def run(quick: bool) -> list[dict]:
                     "train.layout": layout,
                     "validation.cases": 0,
                 },
-                cache=Path(tmp) / "cache",
+                cache=Path(tmp) / f"cache-{recipe}",
             )
             epoch = result.history[-1]
             batch_size = round(epoch["segments_per_s"] * epoch["seconds"] / batches)
@@ -96,7 +104,7 @@ def run(quick: bool) -> list[dict]:
                     "benchmark": "training",
                     "metric": f"{name} throughput",
                     "value": float(epoch["segments_per_s"]),
-                    "unit": "segments/s",
+                    "unit": "slices/s" if recipe.startswith("dunet") else "segments/s",
                     **common,
                 }
             )

@@ -30,10 +30,12 @@ class DtypeLoss(nn.Module):
     def __init__(self):
         super().__init__()
         self.inner = nn.CrossEntropyLoss()
-        self.seen = []
+        self.seen, self.products = [], []
 
     def forward(self, logits, target):
         self.seen.append(logits.dtype)
+        flat = logits.flatten(1)
+        self.products.append((flat @ flat.T).dtype)  # autocast would run this in bfloat16
         return self.inner(logits, target)
 
 
@@ -52,6 +54,7 @@ def test_step_autocasts_the_forward_and_keeps_the_loss_in_float32(autocast):
     losses = [step(batch, "test") for _ in range(15)]
     assert net.seen[0] == (autocast or torch.float32)
     assert set(loss.seen) == {torch.float32}
+    assert set(loss.products) == {torch.float32}  # the whole loss in float32, not only its input
     assert losses[-1] < 0.8 * losses[0]  # it still learns
     assert net.conv.weight.dtype == torch.float32  # the weights stay float32
 

@@ -254,8 +254,11 @@ class _Step:
         dtype = self.autocast or torch.float32
         with torch.autocast(self.device.type, dtype=dtype, enabled=self.autocast is not None):
             outputs = self.model(image)
-            check_output_matches_target(outputs, target, where)
-            loss = self.loss_fn(as_float(outputs), target)
+        check_output_matches_target(outputs, target, where)
+        # The loss outside autocast: all of it in float32 (inside, autocast would run its
+        # matrix products and reductions in reduced precision; D-UNet's Enhanced Mixing
+        # Loss became NaN in bfloat16 on the training benchmark's data)
+        loss = self.loss_fn(as_float(outputs), target)
         objective = loss
         if self.l1 or self.l2:
             objective = loss + weight_penalty(self.penalised, self.l1, self.l2)
