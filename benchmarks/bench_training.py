@@ -19,6 +19,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from lesionseg.errors import LesionsegError
 from lesionseg.training import train
 
 #: Recipe: (image channels, batches per measured epoch, the same for --quick).
@@ -74,31 +75,42 @@ def run(quick: bool) -> list[dict]:
             batches = short if quick else full
             name = f"{recipe} {precision} {layout}"
             # Two epochs: the first warms up (allocations, worker start); the second is measured.
-            result = train(
-                recipe,
-                data[channels],
-                Path(tmp) / name.replace(" ", "-"),
-                device="cpu",
-                progress=False,
-                overrides={
-                    "train.epochs": 2,
-                    "train.batches_per_epoch": batches,
-                    "train.precision": precision,
-                    "train.layout": layout,
-                    "validation.cases": 0,
-                },
-                cache=Path(tmp) / f"cache-{recipe}",
-            )
-            epoch = result.history[-1]
-            batch_size = round(epoch["segments_per_s"] * epoch["seconds"] / batches)
             common = {
                 "device": "cpu",
                 "threads": torch.get_num_threads(),
-                "batch": batch_size,
                 "batches": batches,
                 "precision": precision,
                 "layout": layout,
             }
+            try:
+                result = train(
+                    recipe,
+                    data[channels],
+                    Path(tmp) / name.replace(" ", "-"),
+                    device="cpu",
+                    progress=False,
+                    overrides={
+                        "train.epochs": 2,
+                        "train.batches_per_epoch": batches,
+                        "train.precision": precision,
+                        "train.layout": layout,
+                        "validation.cases": 0,
+                    },
+                    cache=Path(tmp) / f"cache-{recipe}",
+                )
+            except LesionsegError as error:  # a diverged run is a result, not a crash
+                rows.append(
+                    {
+                        "benchmark": "training",
+                        "metric": f"{name} diverged",
+                        "value": 1.0,
+                        "unit": str(error).split(";")[0],
+                        **common,
+                    }
+                )
+                continue
+            epoch = result.history[-1]
+            common["batch"] = round(epoch["segments_per_s"] * epoch["seconds"] / batches)
             rows.append(
                 {
                     "benchmark": "training",
