@@ -2,11 +2,10 @@
 
 oneDNN runs most 3D convolutions about twice as fast channels-last (``NDHWC``), but not
 every network gains (small channel counts, 2D slices at some sizes, patch classifiers),
-so ``layout="auto"`` times one forward pass of the first batch in both layouts, after a
-warm-up pass in each (oneDNN builds its kernels on the first call), and keeps the faster
-for the rest of the volume. The choice is remembered per network architecture (its
-modules and parameter shapes, not the instance), input shape and precision for the
-process, so a cohort pays for the measurement once and the same model loaded twice in
+so ``layout="auto"`` times one forward pass of the first batch in both layouts and keeps
+the faster for the rest of the volume (the pass in the chosen layout is the batch's
+result). The choice is remembered per network architecture (its modules and parameter
+shapes, not the instance), input shape and precision for the process, so a cohort pays for the measurement once and the same model loaded twice in
 one process predicts in the same layout (bit-identical outputs). The outputs of the
 two layouts agree to float rounding (tested). On CUDA ``auto`` keeps the contiguous layout
 (cuDNN picks its own kernels; nothing measured there yet).
@@ -126,8 +125,10 @@ class LayoutChooser:
         state = torch.get_rng_state()
         for channels_last in (False, True):
             y = self._set(channels_last, x)
-            forward(y)  # warm-up: oneDNN creates its primitives on the first call
-            torch.set_rng_state(state)
+            # One cold pass each, no warm-up: oneDNN's primitive creation on the first call
+            # added 5–20 % to a DeepMedic tile or a D-UNet batch, while the layouts differ
+            # by 1.7–2.1× there (where they differ less, the choice matters less); a warm-up
+            # doubled the cost of measuring (4 passes instead of 2 for 1 useful).
             start = self.clock()
             outputs[channels_last] = forward(y)
             seconds[channels_last] = self.clock() - start
