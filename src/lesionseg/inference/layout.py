@@ -5,9 +5,10 @@ every network gains (small channel counts, 2D slices at some sizes, patch classi
 so ``layout="auto"`` times one forward pass of the first batch in both layouts and keeps
 the faster for the rest of the volume (the pass in the chosen layout is the batch's
 result). The choice is remembered per network architecture (its modules and parameter
-shapes, not the instance), input shape and precision for the process, so a cohort pays for the measurement once and the same model loaded twice in
-one process predicts in the same layout (bit-identical outputs). The outputs of the
-two layouts agree to float rounding (tested). On CUDA ``auto`` keeps the contiguous layout
+shapes, not the instance), input shape and precision for the process, so a cohort pays
+for the measurement once and the same model loaded twice in one process predicts in the
+same layout (bit-identical outputs). The outputs of the two layouts agree to float
+rounding (tested). On CUDA ``auto`` keeps the contiguous layout
 (cuDNN picks its own kernels; nothing measured there yet).
 """
 
