@@ -12,6 +12,7 @@ from lesionseg.inference import layout as layouts
 from lesionseg.inference.layout import (
     LayoutChooser,
     forget_measurements,
+    layout_probe,
     measured_choice,
     set_layout,
 )
@@ -120,5 +121,44 @@ def test_measuring_draws_the_random_numbers_of_one_pass():
 
     measured, after_measured = run_once()
     remembered, after_remembered = run_once()  # no measurement this time
+    torch.testing.assert_close(measured, remembered, rtol=1e-5, atol=1e-6)
+    assert torch.equal(after_measured, after_remembered)
+
+
+def test_the_probe_is_a_smaller_input_the_network_accepts():
+    from lesionseg.models.builder import ModelSpec, build_model
+
+    spec = ModelSpec("deepmedic", {"widths": [4, 4, 4, 4], "hidden": [8], "subsample_factors": [3]})
+    model = build_model(spec, 2, 2, seed=0).eval()
+    geometry = model.geometry
+    tile = torch.randn(1, 2, *geometry.input_size((24, 18, 24)))
+    small = layout_probe(geometry)(tile)
+    assert small.numel() < 0.6 * tile.numel()
+    with torch.no_grad():
+        out = model(small)  # a size the network accepts
+    assert all(o % m == 0 for o, m in zip(out.shape[2:], geometry.size_multiple))
+    batch = torch.randn(8, 2, 9, 9, 9)
+    assert layout_probe(geometry)(batch).shape[0] == 2  # a quarter of the examples
+
+
+def test_measuring_on_a_probe_gives_the_batch_its_own_pass():
+    forget_measurements()
+    net = nn.Sequential(nn.Conv3d(3, 4, 3, padding=1), nn.Dropout(0.5)).train()
+    x = torch.randn(1, 3, 8, 8, 8)
+    probes = []
+
+    def probe(t):
+        probes.append(tuple(t.shape))
+        return t[..., :4, :4, :4]
+
+    def run_once(**kwargs):
+        torch.manual_seed(3)
+        chooser = LayoutChooser(net, net, "auto", torch.device("cpu"), False, **kwargs)
+        return chooser.run(net, x), torch.rand(1)
+
+    measured, after_measured = run_once(probe=probe)
+    assert probes == [(1, 3, 8, 8, 8)]
+    remembered, after_remembered = run_once()  # remembered: no probe, no measurement
+    assert measured.shape == x.shape[:1] + (4,) + x.shape[2:]
     torch.testing.assert_close(measured, remembered, rtol=1e-5, atol=1e-6)
     assert torch.equal(after_measured, after_remembered)

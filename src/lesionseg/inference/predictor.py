@@ -38,7 +38,7 @@ from torch import nn
 
 from lesionseg.errors import LesionsegError
 from lesionseg.inference.allocator import keep_freed_memory
-from lesionseg.inference.layout import LayoutChooser
+from lesionseg.inference.layout import LayoutChooser, layout_probe
 from lesionseg.inference.padding import PaddedVolume
 from lesionseg.inference.tiling import (
     SamePlan,
@@ -366,7 +366,7 @@ def predict_volume(
     net.eval().to(device)
     if dropout:
         set_dropout(net, True)
-    chooser = LayoutChooser(model, net, layout, device, amp)
+    chooser = LayoutChooser(model, net, layout, device, amp, probe=layout_probe(geometry))
     if device.type == "cpu" and geometry.spatial_dims == 3:  # large 3D feature maps
         keep_freed_memory()
     run = _Runner(net, device, amp, chooser)
