@@ -118,17 +118,22 @@ def fold_batch_norms(model: nn.Module) -> nn.Module:
     return folded
 
 
+def _replace(model: nn.Module, wanted, make) -> nn.Module:
+    """Every submodule for which ``wanted(module)`` holds replaced by ``make(module)``."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if wanted(child):
+                setattr(parent, name, make(child))
+    return model
+
+
 def keep_input_precision(model: nn.Module) -> nn.Module:
     """``model`` with every exact layer autocast would run in float32 wrapped, in place.
 
     Returns:
         ``model``.
     """
-    for module in list(model.modules()):
-        for child_name, child in list(module.named_children()):
-            if isinstance(child, _EXACT):
-                setattr(module, child_name, InInputPrecision(child))
-    return model
+    return _replace(model, lambda m: isinstance(m, _EXACT), InInputPrecision)
 
 
 class DepthAsChannelsConv3d(nn.Module):
@@ -188,11 +193,7 @@ def depth_as_channels(model: nn.Module) -> nn.Module:
     Returns:
         ``model``.
     """
-    for module in list(model.modules()):
-        for child_name, child in list(module.named_children()):
-            if DepthAsChannelsConv3d.replaces(child):
-                setattr(module, child_name, DepthAsChannelsConv3d(child))
-    return model
+    return _replace(model, DepthAsChannelsConv3d.replaces, DepthAsChannelsConv3d)
 
 
 def _rewritable(module: nn.Module) -> bool:
