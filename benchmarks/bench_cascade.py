@@ -80,13 +80,14 @@ def _load(path: str):
     return image, mask, candidates
 
 
-def child_lesionseg(path: str, out: str) -> dict:
-    """The method graph on the candidates, as ``lesionseg predict`` runs it."""
+def predict_cascade(image, mask, networks, **options) -> np.ndarray:
+    """The method graph on the candidates, as ``lesionseg predict`` runs it.
+
+    ``options`` go to every ``predict_volume`` call (``layout``, ``amp``).
+    """
     from lesionseg.inference.graph import NetworkInput, evaluate
     from lesionseg.inference.predictor import predict_volume
 
-    image, mask, candidates = _load(path)
-    networks = _networks()
     graph = {
         "combine": "within",
         "rule": f"FLAIR > {THRESHOLD} and brain",
@@ -95,11 +96,18 @@ def child_lesionseg(path: str, out: str) -> dict:
     channels = ["FLAIR", "PD", "T2", "T1"]
 
     def run(model, img, where):
-        return predict_volume(model, img, mask=where)
+        return predict_volume(model, img, mask=where, **options)
 
+    inputs = {n: NetworkInput(m, image, mask, run, channels) for n, m in networks.items()}
+    return evaluate(graph, inputs)
+
+
+def child_lesionseg(path: str, out: str) -> dict:
+    """:func:`predict_cascade` timed, the candidates' p1·p2 saved."""
+    image, mask, candidates = _load(path)
+    networks = _networks()
     with measure() as record:
-        inputs = {n: NetworkInput(m, image, mask, run, channels) for n, m in networks.items()}
-        probs = evaluate(graph, inputs)
+        probs = predict_cascade(image, mask, networks)
     np.save(out, probs[1][candidates])
     return {
         **record,

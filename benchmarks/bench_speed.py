@@ -106,28 +106,13 @@ def child_brainsegnet(path: str) -> dict:
 
 
 def child_cascade(path: str) -> dict:
-    from benchmarks.bench_cascade import THRESHOLD, _networks, useful_flops_per_patch
-    from lesionseg.inference.graph import NetworkInput, evaluate
-    from lesionseg.inference.predictor import predict_volume
+    from benchmarks.bench_cascade import _load, _networks, predict_cascade, useful_flops_per_patch
 
-    data = np.load(path)
-    image, mask = data["image"], data["mask"]
-    candidates = (image[0] > THRESHOLD) & (mask > 0)
+    image, mask, candidates = _load(path)
     networks = _networks()
-    graph = {
-        "combine": "within",
-        "rule": f"FLAIR > {THRESHOLD} and brain",
-        "inputs": [{"combine": "product", "inputs": ["first", "second"]}],
-    }
     layout, amp = variant_settings()
-
-    def run(model, img, where):
-        return predict_volume(model, img, mask=where, layout=layout, amp=amp)
-
-    channels = ["FLAIR", "PD", "T2", "T1"]
     with measure() as record:
-        inputs = {n: NetworkInput(m, image, mask, run, channels) for n, m in networks.items()}
-        probs = evaluate(graph, inputs)
+        probs = predict_cascade(image, mask, networks, layout=layout, amp=amp)
     _save(probs[1] > 0.5, mask)
     useful = useful_flops_per_patch(networks["first"]) * int(candidates.sum()) * len(networks)
     return {**record, "useful_flops": useful}

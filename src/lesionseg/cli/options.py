@@ -9,6 +9,7 @@ with ``--quiet``. ``tests/test_cli_options.py`` walks every parser and holds the
 from __future__ import annotations
 
 import argparse
+import sys
 
 from lesionseg.errors import LesionsegError
 
@@ -137,8 +138,6 @@ def reduced_precision(args: argparse.Namespace, models: list, device: str) -> bo
     ``auto`` takes it only where the hardware computes it and every model records that
     bfloat16 gives it the labels float32 gives (and says so when it falls back).
     """
-    import sys
-
     from lesionseg.inference.precision import use_reduced_precision
     from lesionseg.inference.precision_check import bf16_verified
 

@@ -117,8 +117,8 @@ class LayoutChooser:
         if channels_last_format(x.dim()) is None:
             return forward(x)
         if self.channels_last is None:
-            key = (tuple(x.shape), self.amp, self.device.type)
-            self.channels_last = measured_choice(self.owner, key)
+            key = (architecture(self.owner), (tuple(x.shape), self.amp, self.device.type))
+            self.channels_last = _MEASURED.get(key)
             if self.channels_last is None:
                 return self._measure(forward, x, key)
         return forward(self._set(self.channels_last, x))
@@ -141,7 +141,7 @@ class LayoutChooser:
             after[channels_last] = torch.get_rng_state()
             torch.set_rng_state(state)
         self.channels_last = seconds[True] < seconds[False]
-        _MEASURED[(architecture(self.owner), key)] = self.channels_last
+        _MEASURED[key] = self.channels_last
         if probe is x:  # the chosen pass was on the batch itself: its result is the result
             torch.set_rng_state(after[self.channels_last])
             self._set(self.channels_last, x)
