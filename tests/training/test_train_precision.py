@@ -83,6 +83,7 @@ def test_a_bf16_run_trains_end_to_end(toy_dataset, tmp_path):
     out = train_single_threaded("deepmedic-tiny", toy_dataset, tmp_path, args)
     log = (out / "log.csv").read_text().splitlines()
     assert len(log) == 3  # header and two epochs
+    assert log[0].endswith(",precision") and all(r.endswith(",bf16") for r in log[1:])
     config = json.loads((out / "config.json").read_text())
     assert config["recipe"]["stages"][0]["precision"] == "bf16"
 
@@ -112,3 +113,57 @@ def test_a_channels_last_run_trains_and_saves_plain_weights(toy_dataset, tmp_pat
     lr = float(rows[0][5])
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=2 * 3 * lr)
+
+
+class BreaksInBfloat16(nn.Module):
+    """A network whose weight gradients are NaN in bfloat16 (the loss stays finite).
+
+    ``0 · √(0 · Σw)`` is 0 forward, but its gradient is ``0 · ∞``: what PyTorch's CPU
+    bfloat16 Conv3d does to D-UNet's 3D branch, on demand.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv3d(1, 2, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        if y.dtype == torch.bfloat16:
+            y = y + 0.0 * torch.sqrt(0.0 * self.conv.weight.sum())
+        return y
+
+
+def _toy_batch():
+    image = torch.randn(2, 1, 6, 6, 6)
+    return {"image": image, "target": (image[:, 0] > 0.5).long()}
+
+
+def test_auto_redoes_a_non_finite_bfloat16_step_in_float32_and_stays_there():
+    torch.manual_seed(0)
+    net = BreaksInBfloat16()
+    step = step_for(net, nn.CrossEntropyLoss(), torch.bfloat16)
+    step.fallback_to_fp32 = True
+    batch = _toy_batch()
+    losses = [step(batch, "stages[0]") for _ in range(15)]
+    assert step.autocast is None and step.fell_back == "stages[0]"
+    assert all(torch.isfinite(p).all() for p in net.parameters())
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_an_explicit_bfloat16_run_stops_with_a_clear_error_instead_of_diverging():
+    torch.manual_seed(0)
+    net = BreaksInBfloat16()
+    before = net.conv.weight.detach().clone()
+    step = step_for(net, nn.CrossEntropyLoss(), torch.bfloat16)
+    with pytest.raises(LesionsegError, match=r"stages\[0\].*train.precision"):
+        step(_toy_batch(), "stages[0]")
+    assert torch.equal(net.conv.weight, before)  # no NaN step was taken
+
+
+def test_a_finite_bfloat16_step_does_not_fall_back():
+    torch.manual_seed(0)
+    net = Recorder()
+    step = step_for(net, nn.CrossEntropyLoss(), torch.bfloat16)
+    step.fallback_to_fp32 = True
+    step(_toy_batch(), "stages[0]")
+    assert step.autocast == torch.bfloat16 and step.fell_back is None

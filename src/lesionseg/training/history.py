@@ -18,7 +18,7 @@ from lesionseg.data.atomic import atomic_path, write_text_atomic
 
 COLUMNS = (
     "epoch", "stage", "network", "stage_epoch", "loss", "lr", "val_dice", "val_loss",
-    "seconds", "segments_per_s",
+    "seconds", "segments_per_s", "precision",
 )  # fmt: skip
 
 

@@ -244,9 +244,19 @@ class _Step:
     autocast: torch.dtype | None
     device: torch.device
     channels_last: bool = False
+    #: ``train.precision: auto`` in bfloat16: a step with non-finite gradients is redone
+    #: in float32, and so is the rest of the stage (else such a step is an error).
+    fallback_to_fp32: bool = False
+    #: Where the fallback happened (``where`` of the step), once it has.
+    fell_back: str | None = None
 
     def __call__(self, batch: dict[str, torch.Tensor], where: str) -> float:
-        """Forward, loss (+ L1/L2), backward and update; returns the loss."""
+        """Forward, loss (+ L1/L2), backward and update; returns the loss.
+
+        Raises:
+            LesionsegError: bfloat16 gave non-finite gradients and ``train.precision`` is
+                ``bf16`` (with ``auto`` the step is redone in float32).
+        """
         image = batch["image"].to(self.device, non_blocking=True)
         if self.channels_last:
             image = image.contiguous(memory_format=channels_last_format(image.dim()))
@@ -272,10 +282,37 @@ class _Step:
             self.scaler.update()
         else:
             objective.backward()
+            if self.autocast == torch.bfloat16 and not finite_step(loss, self.network):
+                return self._without_bfloat16(batch, where)
             if self.grad_clip:
                 nn.utils.clip_grad_norm_(self.network.parameters(), self.grad_clip)
             self.optimizer.step()
         return float(loss.detach())
+
+    def _without_bfloat16(self, batch: dict[str, torch.Tensor], where: str) -> float:
+        """The step that bfloat16 broke, in float32 (``auto``), or a clear error (``bf16``)."""
+        # PyTorch 2.13's CPU bfloat16 Conv3d gives non-finite weight gradients for some
+        # inputs (depth-2 maps: D-UNet diverged after 5–29 steps of the training benchmark)
+        if not self.fallback_to_fp32:
+            raise LesionsegError(
+                f"{where}: bfloat16 training gave non-finite gradients; set "
+                "train.precision to fp32, or auto to fall back to float32 when this happens"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.autocast, self.fell_back = None, where
+        return self(batch, where)
+
+
+def finite_step(loss: torch.Tensor, network: nn.Module) -> bool:
+    """Whether the loss and every gradient of ``network`` are finite (one sync per step)."""
+    grads = [p.grad for p in network.parameters() if p.grad is not None]
+    flags = [torch.isfinite(loss.detach()).all()] + [torch.isfinite(g).all() for g in grads]
+    return bool(torch.stack(flags).all())
+
+
+def precision_name(autocast: torch.dtype | None) -> str:
+    """``fp32``, ``bf16`` or ``fp16``: the precision of a step's forward pass."""
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[autocast]
 
 
 class Trainer:
@@ -578,12 +615,22 @@ class Trainer:
             autocast,
             info.device,
             stage["layout"] == "channels_last",
+            fallback_to_fp32=stage.get("precision") == "auto" and autocast == torch.bfloat16,
         )
+        done_rows = [r for r in self.history if r["stage"] == stage["name"]]
+        if step.fallback_to_fp32 and done_rows and done_rows[-1].get("precision") == "fp32":
+            step.autocast = None  # a resumed stage goes on in float32, as it would have
         epoch, stopped = first_epoch, False
         while epoch < stage["epochs"] and not stopped:
             slot.set_lr()
             torch.manual_seed(_derived_seed(self.seed, si, epoch, info.rank, 7))
+            fell_back = step.fell_back
             row = self._epoch(step, loader, stage, si, epoch, per_rank)
+            if step.fell_back != fell_back:
+                self._log(
+                    f"{stage['name']}: bfloat16 gave non-finite gradients in epoch {epoch + 1}; "
+                    "the stage goes on in float32 (train.precision: auto)"
+                )
             epoch += 1
             row.update(self._validate_if_due(si, stage, epoch, use_amp, step, loader))
             slot.schedule.step(slot.epochs_done, row)
@@ -647,6 +694,7 @@ class Trainer:
             "val_loss": None,
             "seconds": round(seconds, 3),
             "segments_per_s": round(count * per_rank * self.info.world_size / seconds, 2),
+            "precision": precision_name(step.autocast),
         }
 
     def _validate_if_due(
