@@ -11,6 +11,7 @@ from lesionseg.inference.layout import set_layout
 from lesionseg.models import MODELS
 from lesionseg.models.builder import ModelSpec, build_model
 from lesionseg.models.fast_eval import (
+    ConvReLU,
     DepthAsChannelsConv3d,
     InInputPrecision,
     fold_batch_norms,
@@ -66,8 +67,40 @@ def test_folding_leaves_norms_that_do_not_follow_a_convolution():
 
 
 def test_a_model_with_nothing_to_change_is_returned_itself():
-    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU()).eval()
+    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.Sigmoid()).eval()
     assert inference_network(model) is model
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_conv_relu_is_one_fused_call_equal_to_conv_then_relu(dims, monkeypatch):
+    from lesionseg.models import fast_eval
+
+    conv_type, norm_type = (nn.Conv2d, nn.BatchNorm2d) if dims == 2 else (nn.Conv3d, nn.BatchNorm3d)
+    torch.manual_seed(0)
+    model = _trained_looking(nn.Sequential(conv_type(3, 5, 3, padding=1), norm_type(5), nn.ReLU()))
+    net = inference_network(model)
+    assert isinstance(net[0], ConvReLU) and [type(m) for m in net[1:]] == [nn.Identity] * 2
+    calls = []
+    real = fast_eval._fused_relu_op()
+    assert real is not None  # oneDNN is part of every x86 CPU build
+
+    def recording(*args):
+        calls.append(args[7])
+        return real(*args)
+
+    monkeypatch.setattr(fast_eval, "_fused_relu_op", lambda: recording)
+    x = torch.randn(2, 3, *([6] * dims))
+    for channels_last in (False, True):
+        set_layout(net, channels_last)
+        set_layout(model, channels_last)
+        with torch.no_grad():
+            torch.testing.assert_close(net(x), model(x), rtol=1e-5, atol=1e-5)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                low, reference = net(x), model(x)
+        assert low.dtype == reference.dtype == torch.bfloat16
+        torch.testing.assert_close(low.float(), reference.float(), rtol=0.02, atol=0.02)
+    assert calls == ["relu"] * 4  # the fused call ran every time, not the fallback
+    assert not ConvReLU.fuses(conv_type(3, 5, 3, padding="same"))
 
 
 @pytest.mark.parametrize(
@@ -85,6 +118,10 @@ def test_depth_as_channels_equals_the_3d_convolution(kernel, padding):
         torch.testing.assert_close(y, conv(x).detach(), rtol=1e-5, atol=1e-5)
         if channels_last and kernel[0] > 1:  # a 3D channels-last map, without a copy
             assert y.is_contiguous(memory_format=torch.channels_last_3d)
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            low, reference = fast(x), conv(x)
+        assert low.dtype == reference.dtype == torch.bfloat16
+        torch.testing.assert_close(low.float(), reference.float(), rtol=0.02, atol=0.02)
     assert not DepthAsChannelsConv3d.replaces(nn.Conv3d(2, 6, 3))
     assert not DepthAsChannelsConv3d.replaces(nn.Conv3d(1, 6, 3, stride=2))
 

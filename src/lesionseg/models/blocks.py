@@ -14,6 +14,7 @@ Every block works in 2D and 3D (``spatial_dims``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -264,6 +265,10 @@ class SqueezeExcitation(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Re-weight the channels of ``x`` (N, C, *spatial)."""
-        pooled = x.flatten(2).mean(dim=2)
+        # A sum (it accumulates in float32) over the spatial axes / their size, not a mean:
+        # PyTorch's CPU mean copies a bfloat16 map to float32 first (D-UNet, 16 × 64 × 96²
+        # in bfloat16: a 14 ms copy for a 5 ms sum, twice per batch)
+        spatial = tuple(range(2, x.dim()))
+        pooled = x.sum(dim=spatial) / math.prod(x.shape[2:])
         gate = torch.sigmoid(self.excite(F.relu(self.squeeze(pooled))))
         return x * gate.view(*gate.shape, *([1] * (x.dim() - 2)))

@@ -25,9 +25,12 @@ computes it as a 2D convolution over stacks of adjacent depth planes, whose
 channels-last output already is the 3D channels-last map (62 ms, no copy; D-UNet
 float32 channels-last 168 → 143 ms per slice, bfloat16 unchanged at 81).
 
+A ReLU after a convolution is one more pass over its map: :class:`ConvReLU` has oneDNN
+apply it as the convolution writes its output (:func:`fuse_conv_relu`).
+
 A model with its own structure (DeepMedic's pre-activation layers) offers
 ``inference_copy()``; every other model gets :func:`fold_batch_norms`; both then get
-:func:`keep_input_precision` and :func:`depth_as_channels`.
+:func:`keep_input_precision`, :func:`depth_as_channels` and :func:`fuse_conv_relu`.
 """
 
 from __future__ import annotations
@@ -54,6 +57,17 @@ def _autocast_enabled(device_type: str) -> bool:
         return (
             torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
         )
+
+
+def _autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
+    """The dtype autocast gives ``x``'s convolutions (None where autocast is off)."""
+    if not _autocast_enabled(x.device.type):
+        return None
+    try:
+        return torch.get_autocast_dtype(x.device.type)
+    except AttributeError:  # torch < 2.4
+        cpu = x.device.type == "cpu"
+        return torch.get_autocast_cpu_dtype() if cpu else torch.get_autocast_gpu_dtype()
 
 
 class InInputPrecision(nn.Module):
@@ -175,16 +189,100 @@ class DepthAsChannelsConv3d(nn.Module):
         n = x.shape[0]
         p, k = self.depth_padding, self.depth_kernel
         planes = F.pad(x[:, 0], (0, 0, 0, 0, p, p))  # (N, D + 2p, H, W)
-        depth = planes.shape[1] - k + 1
-        stacks = planes.unfold(1, k, 1).permute(0, 1, 4, 2, 3)  # (N, D', k, H, W)
-        stacks = stacks.reshape(n * depth, k, *planes.shape[2:])
+        depth, size = planes.shape[1] - k + 1, planes.shape[2:]
+        windows = planes.unfold(1, k, 1)  # (N, D', H, W, k), a view
         channels_last = self.weight.is_contiguous(memory_format=torch.channels_last) and (
             not self.weight.is_contiguous()
         )
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
-        y = F.conv2d(stacks.contiguous(memory_format=fmt), self.weight, self.bias, 1, self.padding)
+        # One copy into the stacks, already in the layout and precision the convolution
+        # runs in: reshape, layout change and autocast's cast were three (16 × 4 stacks of
+        # 3 × 192 × 192: 137 → 21 ms in bfloat16 channels-last).
+        dtype = _autocast_dtype(x) or x.dtype
+        if channels_last:
+            stacks = x.new_empty((n, depth, *size, k), dtype=dtype)
+            stacks.copy_(windows)
+            stacks = stacks.view(n * depth, *size, k).permute(0, 3, 1, 2)
+        else:
+            stacks = x.new_empty((n, depth, k, *size), dtype=dtype)
+            stacks.copy_(windows.permute(0, 1, 4, 2, 3))
+            stacks = stacks.view(n * depth, k, *size)
+        y = F.conv2d(stacks, self.weight, self.bias, 1, self.padding)
         y = y.view(n, depth, *y.shape[1:]).permute(0, 2, 1, 3, 4)  # no copy when channels-last
         return y if channels_last else y.contiguous()
+
+
+def _fused_relu_op():
+    """OneDNN's convolution with a ReLU post-op (the op Inductor fuses into), or None."""
+    if not torch.backends.mkldnn.is_available():
+        return None
+    packet = getattr(torch.ops.mkldnn, "_convolution_pointwise", None)
+    return getattr(packet, "default", None)
+
+
+class ConvReLU(nn.Module):
+    """``relu(conv(x))`` as one oneDNN call on the CPU, the ReLU applied as outputs are written.
+
+    A separate ReLU is one more pass over each map: for D-UNet's 32 → 32 convolution
+    on 16 × 192² slices, 40.1 → 35.9 ms in bfloat16 channels-last (101.6 → 95.5 ms in
+    float32), with bit-identical outputs. Elsewhere (CUDA, no oneDNN, ONNX export,
+    another dtype) it is the plain convolution and ReLU.
+
+    Args:
+        conv: A 2D or 3D convolution with numeric padding and zero padding mode.
+    """
+
+    def __init__(self, conv: nn.Conv2d | nn.Conv3d):
+        super().__init__()
+        self.conv = conv
+
+    @staticmethod
+    def fuses(module: nn.Module) -> bool:
+        """Whether ``module`` is a convolution the fused call computes."""
+        return (
+            type(module) in (nn.Conv2d, nn.Conv3d)
+            and module.padding_mode == "zeros"
+            and isinstance(module.padding, tuple)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``relu(conv(x))``."""
+        op = _fused_relu_op()
+        dtype = _autocast_dtype(x) or x.dtype
+        if (
+            op is None
+            or x.device.type != "cpu"
+            or dtype not in (torch.float32, torch.bfloat16)
+            or torch.onnx.is_in_onnx_export()
+            or torch.jit.is_tracing()
+        ):
+            return F.relu(self.conv(x))
+        conv = self.conv
+        # The op is not on autocast's lists: cast as autocast would for a convolution.
+        bias = None if conv.bias is None else conv.bias.to(dtype)
+        args = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
+        return op(x.to(dtype), conv.weight.to(dtype), bias, *args, "relu", [], "")
+
+
+def fuse_conv_relu(model: nn.Module) -> nn.Module:
+    """Fuse every convolution → ReLU pair of a Sequential, in place.
+
+    Identities between the two (folded batch norms) are skipped; the convolution becomes
+    a :class:`ConvReLU` and the ReLU an Identity.
+
+    Returns:
+        ``model``.
+    """
+    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        children = list(seq)
+        for i, conv in enumerate(children):
+            if not ConvReLU.fuses(conv):
+                continue
+            j = i + 1
+            while j < len(children) and type(children[j]) is nn.Identity:
+                j += 1
+            if j < len(children) and type(children[j]) is nn.ReLU:
+                seq[i], seq[j] = ConvReLU(conv), nn.Identity()
+    return model
 
 
 def depth_as_channels(model: nn.Module) -> nn.Module:
@@ -197,6 +295,11 @@ def depth_as_channels(model: nn.Module) -> nn.Module:
 
 
 def _rewritable(module: nn.Module) -> bool:
+    if isinstance(module, nn.Sequential):
+        children = [c for c in module if type(c) is not nn.Identity]
+        pairs = zip(children, children[1:])
+        if any(ConvReLU.fuses(a) and type(b) is nn.ReLU for a, b in pairs):
+            return True
     return isinstance(module, _EXACT) or DepthAsChannelsConv3d.replaces(module)
 
 
@@ -214,4 +317,4 @@ def inference_network(model: nn.Module) -> nn.Module:
     if not any(_rewritable(m) for m in net.modules()):
         return net
     net = copy.deepcopy(net).eval() if net is model else net
-    return depth_as_channels(keep_input_precision(net))
+    return fuse_conv_relu(depth_as_channels(keep_input_precision(net)))
